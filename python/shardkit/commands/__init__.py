@@ -1,0 +1,1 @@
+"""Subcommands of the ``shardkit`` CLI, one module each (see shardkit.cli)."""
