@@ -5,6 +5,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <utility>
@@ -22,6 +23,19 @@ inline std::vector<std::pair<std::string, Binder>>& binders() {
 struct Registrar {
   Registrar(const char* name, Binder binder) { binders().emplace_back(name, std::move(binder)); }
 };
+
+// Runs every registered binder on `m` (in name order: static-initialiser
+// order across files is unspecified) and lists them in `m.features`.
+inline void bind_all(pybind11::module_& m) {
+  auto& all = binders();
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  pybind11::list features;
+  for (auto& [name, bind] : all) {
+    bind(m);
+    features.append(name);
+  }
+  m.attr("features") = features;
+}
 
 }  // namespace shardkit::bindings
 

@@ -24,7 +24,7 @@ constexpr bool kHasMaster = !std::is_same_v<P, float>;
 // Updates `n` elements (n == kWidth, or fewer through the tail buffers).
 template <typename S, typename P, typename G>
 static inline void adam_vector(P* param, const G* grad, float* master, float* m, float* v, float* vmax,
-                               const AdamConsts& c) {
+                               const AdamCoeffs<typename S::Vec>& c) {
   using V = typename S::Vec;
   V g = S::load(grad);
   V p = kHasMaster<P> ? S::load(master) : S::load(reinterpret_cast<const float*>(param));
@@ -40,7 +40,8 @@ static inline void adam_vector(P* param, const G* grad, float* master, float* m,
 }
 
 template <typename S, typename P, typename G>
-static void adam_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, const AdamConsts& c) {
+static void adam_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, const AdamConsts& consts) {
+  const AdamCoeffs<typename S::Vec> c(consts);
   P* param = static_cast<P*>(t.params[i]);
   const G* grad = static_cast<const G*>(t.grads[i]);
   float* master = kHasMaster<P> ? t.masters[i] : nullptr;
@@ -49,6 +50,13 @@ static void adam_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, c
   float* vmax = c.amsgrad ? t.state_c[i] : nullptr;
   constexpr int W = S::kWidth;
   int64_t k = lo;
+  // Two vectors per iteration: more independent loads in flight per sqrt/div.
+  for (; k + 2 * W <= hi; k += 2 * W) {
+    adam_vector<S, P, G>(param + k, grad + k, master ? master + k : nullptr, m + k, v + k,
+                         vmax ? vmax + k : nullptr, c);
+    adam_vector<S, P, G>(param + k + W, grad + k + W, master ? master + k + W : nullptr, m + k + W, v + k + W,
+                         vmax ? vmax + k + W : nullptr, c);
+  }
   for (; k + W <= hi; k += W) {
     adam_vector<S, P, G>(param + k, grad + k, master ? master + k : nullptr, m + k, v + k,
                          vmax ? vmax + k : nullptr, c);
@@ -74,7 +82,8 @@ static void adam_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, c
 }
 
 template <typename S, typename P, typename G>
-static inline void sgd_vector(P* param, const G* grad, float* master, float* buf, const SgdConsts& c) {
+static inline void sgd_vector(P* param, const G* grad, float* master, float* buf,
+                              const SgdCoeffs<typename S::Vec>& c) {
   using V = typename S::Vec;
   V g = S::load(grad);
   V p = kHasMaster<P> ? S::load(master) : S::load(reinterpret_cast<const float*>(param));
@@ -86,7 +95,8 @@ static inline void sgd_vector(P* param, const G* grad, float* master, float* buf
 }
 
 template <typename S, typename P, typename G>
-static void sgd_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, const SgdConsts& c) {
+static void sgd_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, const SgdConsts& consts) {
+  const SgdCoeffs<typename S::Vec> c(consts);
   P* param = static_cast<P*>(t.params[i]);
   const G* grad = static_cast<const G*>(t.grads[i]);
   float* master = kHasMaster<P> ? t.masters[i] : nullptr;

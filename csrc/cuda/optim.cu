@@ -40,8 +40,8 @@ __global__ void adam_kernel(mta::Args<kAdamLists> args, AdamHyper h, const float
   const int64_t begin = static_cast<int64_t>(args.block_chunk[blockIdx.x]) * mta::kChunk;
   const int64_t end = min(args.numel[t], begin + mta::kChunk);
   const double step = static_cast<double>(*args.step[t]) + 1.0;
-  const AdamConsts c = make_adam_consts(h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.amsgrad, h.maximize,
-                                        h.decoupled_weight_decay, step, grad_scale ? *grad_scale : 1.0f);
+  const AdamCoeffs<float> c(make_adam_consts(h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.amsgrad, h.maximize,
+                                        h.decoupled_weight_decay, step, grad_scale ? *grad_scale : 1.0f));
   P* param = static_cast<P*>(args.ptrs[kParam][t]);
   const G* grad = static_cast<const G*>(args.ptrs[kGrad][t]);
   float* master = static_cast<float*>(args.ptrs[kMaster][t]);
@@ -63,10 +63,11 @@ __global__ void adam_kernel(mta::Args<kAdamLists> args, AdamHyper h, const float
 }
 
 template <typename P, typename G>
-__global__ void sgd_kernel(mta::Args<kSgdLists> args, SgdConsts c, const float* grad_scale,
+__global__ void sgd_kernel(mta::Args<kSgdLists> args, SgdConsts consts, const float* grad_scale,
                            const float* found_inf) {
   if (found_inf != nullptr && *found_inf != 0.0f) return;
-  if (grad_scale != nullptr) c.inv_grad_scale = 1.0f / *grad_scale;
+  if (grad_scale != nullptr) consts.inv_grad_scale = 1.0f / *grad_scale;
+  const SgdCoeffs<float> c(consts);
   const int t = args.block_tensor[blockIdx.x];
   const int64_t begin = static_cast<int64_t>(args.block_chunk[blockIdx.x]) * mta::kChunk;
   const int64_t end = min(args.numel[t], begin + mta::kChunk);

@@ -13,27 +13,13 @@ import torch
 
 from shardkit import _native
 from shardkit.ops.optim import fused_adam_reference, fused_sgd_reference
+from shardkit.testing.optim_inputs import make_adam_inputs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.native]
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # 40 tensors exceed one launch's table (36); 17M elements exceed its 256 chunks.
 SIZES = {"many": [1, 0, 7, 65536, 65537, 300] * 7, "large": [17_000_001, 3]}
-
-
-def make_inputs(sizes, param_dtype, grad_dtype, amsgrad, device):
-    gen = torch.Generator().manual_seed(0)
-    masters = [torch.randn(n, generator=gen) for n in sizes]
-    inputs = {
-        "params": [m.to(param_dtype) for m in masters],
-        "grads": [torch.randn(n, generator=gen).to(grad_dtype) for n in sizes],
-        "master_params": [m.clone() for m in masters] if param_dtype != torch.float32 else [],
-        "exp_avgs": [torch.randn(n, generator=gen) * 0.1 for n in sizes],
-        "exp_avg_sqs": [torch.rand(n, generator=gen) * 0.01 for n in sizes],
-        "max_exp_avg_sqs": [torch.rand(n, generator=gen) * 0.01 for n in sizes] if amsgrad else [],
-        "state_steps": [torch.tensor(float(i % 5)) for i in range(len(sizes))],
-    }
-    return {k: [t.to(device) for t in v] for k, v in inputs.items()}
 
 
 def assert_matches(gpu, cpu):
@@ -50,8 +36,8 @@ def test_cuda_kernels_are_registered():
 @pytest.mark.parametrize("param_dtype,grad_dtype", list(itertools.product(DTYPES, DTYPES)))
 @pytest.mark.parametrize("amsgrad", [False, True])
 def test_adam_cuda_matches_reference(sizes, param_dtype, grad_dtype, amsgrad):
-    gpu = make_inputs(sizes, param_dtype, grad_dtype, amsgrad, "cuda")
-    cpu = make_inputs(sizes, param_dtype, grad_dtype, amsgrad, "cpu")
+    gpu = make_adam_inputs(sizes, param_dtype, grad_dtype, amsgrad, device="cuda")
+    cpu = make_adam_inputs(sizes, param_dtype, grad_dtype, amsgrad)
     hyper = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=amsgrad, maximize=False,
                  decoupled_weight_decay=True)
     scale = torch.tensor([256.0])
@@ -67,8 +53,8 @@ def test_adam_cuda_matches_reference(sizes, param_dtype, grad_dtype, amsgrad):
 @pytest.mark.parametrize("first_step", [True, False])
 def test_sgd_cuda_matches_reference(param_dtype, grad_dtype, first_step):
     sizes = SIZES["many"]
-    gpu = make_inputs(sizes, param_dtype, grad_dtype, False, "cuda")
-    cpu = make_inputs(sizes, param_dtype, grad_dtype, False, "cpu")
+    gpu = make_adam_inputs(sizes, param_dtype, grad_dtype, False, device="cuda")
+    cpu = make_adam_inputs(sizes, param_dtype, grad_dtype, False)
     pick = lambda d: {"params": d["params"], "grads": d["grads"], "master_params": d["master_params"],  # noqa: E731
                       "momentum_buffers": d["exp_avgs"]}
     hyper = dict(lr=0.05, momentum=0.9, dampening=0.0, weight_decay=0.01, nesterov=True, maximize=False,

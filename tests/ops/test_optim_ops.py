@@ -16,6 +16,7 @@ import torch
 import shardkit
 from shardkit import _native
 from shardkit.ops.optim import fused_adam_reference, fused_sgd_reference
+from shardkit.testing.optim_inputs import make_adam_inputs
 
 pytestmark = pytest.mark.native
 
@@ -30,21 +31,6 @@ def isa(request):
     _native.C.set_cpu_isa(request.param)
     yield request.param
     _native.C.set_cpu_isa(previous)
-
-
-def make_adam_inputs(sizes, param_dtype, grad_dtype, amsgrad, seed=0, steps=3.0):
-    gen = torch.Generator().manual_seed(seed)
-    masters = [torch.randn(n, generator=gen) for n in sizes]
-    inputs = {
-        "params": [m.to(param_dtype) for m in masters],
-        "grads": [torch.randn(n, generator=gen).to(grad_dtype) for n in sizes],
-        "master_params": [m.clone() for m in masters] if param_dtype != torch.float32 else [],
-        "exp_avgs": [torch.randn(n, generator=gen) * 0.1 for n in sizes],
-        "exp_avg_sqs": [torch.rand(n, generator=gen) * 0.01 for n in sizes],
-        "max_exp_avg_sqs": [torch.rand(n, generator=gen) * 0.01 for n in sizes] if amsgrad else [],
-        "state_steps": [torch.tensor(steps + i) for i in range(len(sizes))],
-    }
-    return inputs
 
 
 def clone_inputs(inputs):

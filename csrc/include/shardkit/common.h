@@ -9,12 +9,16 @@
 
 #if defined(__CUDACC__)
 #define SHARDKIT_HD __host__ __device__ __forceinline__
+#define SHARDKIT_HD_METHOD __host__ __device__ __forceinline__
 #else
 // static: every translation unit keeps its own copy. The kernels are compiled
 // several times with different ISA flags (scalar, AVX2, AVX-512); with
 // external linkage the linker could keep an AVX-512 copy of a helper and call
 // it from the scalar path on a CPU without AVX-512.
 #define SHARDKIT_HD static inline
+// Members of class templates: each ISA instantiates them with its own vector
+// type, so they never collide across translation units.
+#define SHARDKIT_HD_METHOD inline
 #endif
 
 namespace shardkit {

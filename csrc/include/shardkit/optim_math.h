@@ -59,26 +59,41 @@ SHARDKIT_HD AdamConsts make_adam_consts(double lr, double beta1, double beta2, d
   return c;
 }
 
+// AdamConsts broadcast once into the kernel's value type, outside the
+// element loop: kept in registers, not re-read from memory on every vector
+// (the compiler cannot prove the state stores do not alias the constants).
+template <typename V>
+struct AdamCoeffs {
+  V beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, inv_bias2_sqrt, eps, weight_decay, decay_factor,
+      inv_grad_scale;
+  bool scaled, amsgrad, maximize, decoupled, l2;
+  SHARDKIT_HD_METHOD explicit AdamCoeffs(const AdamConsts& c)
+      : beta1(c.beta1), one_minus_beta1(c.one_minus_beta1), beta2(c.beta2), one_minus_beta2(c.one_minus_beta2),
+        step_size(c.step_size), inv_bias2_sqrt(c.inv_bias2_sqrt), eps(c.eps), weight_decay(c.weight_decay),
+        decay_factor(c.decay_factor), inv_grad_scale(c.inv_grad_scale), scaled(c.inv_grad_scale != 1.0f),
+        amsgrad(c.amsgrad), maximize(c.maximize), decoupled(c.decoupled), l2(!c.decoupled && c.weight_decay != 0.0f) {}
+};
+
 // One Adam/AdamW update of one element (or one vector of elements). `param`
 // is the fp32 master value; `max_exp_avg_sq` is only touched with amsgrad.
 template <typename V>
-SHARDKIT_HD void adam_update(V& param, V& exp_avg, V& exp_avg_sq, V& max_exp_avg_sq, V grad, const AdamConsts& c) {
-  if (c.inv_grad_scale != 1.0f) grad = grad * V(c.inv_grad_scale);
+SHARDKIT_HD void adam_update(V& param, V& exp_avg, V& exp_avg_sq, V& max_exp_avg_sq, V grad, const AdamCoeffs<V>& c) {
+  if (c.scaled) grad = grad * c.inv_grad_scale;
   if (c.maximize) grad = V(0.0f) - grad;
   if (c.decoupled) {
-    param = param * V(c.decay_factor);
-  } else if (c.weight_decay != 0.0f) {
-    grad = grad + param * V(c.weight_decay);
+    param = param * c.decay_factor;
+  } else if (c.l2) {
+    grad = grad + param * c.weight_decay;
   }
-  exp_avg = exp_avg * V(c.beta1) + grad * V(c.one_minus_beta1);
-  exp_avg_sq = exp_avg_sq * V(c.beta2) + grad * grad * V(c.one_minus_beta2);
+  exp_avg = exp_avg * c.beta1 + grad * c.one_minus_beta1;
+  exp_avg_sq = exp_avg_sq * c.beta2 + grad * grad * c.one_minus_beta2;
   V second = exp_avg_sq;
   if (c.amsgrad) {
     max_exp_avg_sq = vmax(max_exp_avg_sq, exp_avg_sq);
     second = max_exp_avg_sq;
   }
-  V denom = vsqrt(second) * V(c.inv_bias2_sqrt) + V(c.eps);
-  param = param - V(c.step_size) * exp_avg / denom;
+  V denom = vsqrt(second) * c.inv_bias2_sqrt + c.eps;
+  param = param - c.step_size * exp_avg / denom;
 }
 
 struct SgdConsts {
@@ -86,18 +101,28 @@ struct SgdConsts {
   bool nesterov, maximize, first_step, has_momentum;
 };
 
+template <typename V>
+struct SgdCoeffs {
+  V lr, momentum, dampening_complement, weight_decay, inv_grad_scale;
+  bool scaled, nesterov, maximize, first_step, has_momentum, l2;
+  SHARDKIT_HD_METHOD explicit SgdCoeffs(const SgdConsts& c)
+      : lr(c.lr), momentum(c.momentum), dampening_complement(c.dampening_complement), weight_decay(c.weight_decay),
+        inv_grad_scale(c.inv_grad_scale), scaled(c.inv_grad_scale != 1.0f), nesterov(c.nesterov),
+        maximize(c.maximize), first_step(c.first_step), has_momentum(c.has_momentum), l2(c.weight_decay != 0.0f) {}
+};
+
 // One SGD update: torch.optim.SGD's rule, momentum buffer in fp32.
 template <typename V>
-SHARDKIT_HD void sgd_update(V& param, V& buf, V grad, const SgdConsts& c) {
-  if (c.inv_grad_scale != 1.0f) grad = grad * V(c.inv_grad_scale);
+SHARDKIT_HD void sgd_update(V& param, V& buf, V grad, const SgdCoeffs<V>& c) {
+  if (c.scaled) grad = grad * c.inv_grad_scale;
   if (c.maximize) grad = V(0.0f) - grad;
-  if (c.weight_decay != 0.0f) grad = grad + param * V(c.weight_decay);
+  if (c.l2) grad = grad + param * c.weight_decay;
   if (c.has_momentum) {
     // torch starts the buffer as a copy of the first gradient, undamped.
-    buf = c.first_step ? grad : buf * V(c.momentum) + grad * V(c.dampening_complement);
-    grad = c.nesterov ? grad + buf * V(c.momentum) : buf;
+    buf = c.first_step ? grad : buf * c.momentum + grad * c.dampening_complement;
+    grad = c.nesterov ? grad + buf * c.momentum : buf;
   }
-  param = param - V(c.lr) * grad;
+  param = param - c.lr * grad;
 }
 
 }  // namespace shardkit

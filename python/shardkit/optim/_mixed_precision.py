@@ -10,7 +10,6 @@ itself is the master rounded to its dtype after every step.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 
 import torch
 
@@ -57,16 +56,39 @@ def grad_of(p: torch.Tensor, where: str) -> torch.Tensor:
     return g
 
 
-def bucket_key(p: torch.Tensor, g: torch.Tensor) -> tuple:
-    return (p.device, p.dtype, g.dtype)
+class FusedOptimizer(torch.optim.Optimizer):
+    """Base of the fused optimizers: parameter checks, per-step bucketing and
+    a state_dict loader that keeps fp32 state in fp32."""
 
+    _step_supports_amp_scaling = True  # GradScaler passes grad_scale/found_inf
 
-def group_by_bucket(items: Iterable[tuple[torch.Tensor, torch.Tensor, dict]]) -> dict[tuple, list]:
-    """One native call per (device, param dtype, grad dtype)."""
-    buckets: dict[tuple, list] = defaultdict(list)
-    for p, g, state in items:
-        buckets[bucket_key(p, g)].append((p, g, state))
-    return buckets
+    def __init__(self, params, defaults: dict) -> None:
+        super().__init__(params, defaults)  # calls add_param_group, which checks
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        gi = len(self.param_groups) - 1
+        for pi, p in enumerate(self.param_groups[gi]["params"]):
+            check_param(p, f"param_groups[{gi}]['params'][{pi}]")
+
+    def _init_state(self, p: torch.Tensor, group: dict) -> dict:
+        """The parameter's state, created or completed for this step."""
+        raise NotImplementedError
+
+    def _buckets(self, gi: int, group: dict) -> dict[tuple, list[tuple[torch.Tensor, torch.Tensor, dict]]]:
+        """(param, grad, state) of the group's parameters that have a gradient,
+        by (device, param dtype, grad dtype): one native call each."""
+        buckets: dict[tuple, list] = defaultdict(list)
+        for pi, p in enumerate(group["params"]):
+            if p.grad is not None:
+                g = grad_of(p, f"param_groups[{gi}]['params'][{pi}]")
+                buckets[(p.device, p.dtype, g.dtype)].append((p, g, self._init_state(p, group)))
+        return buckets
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads state saved by this class or by its torch.optim counterpart, keeping fp32 state in fp32."""
+        super().load_state_dict(state_dict)
+        restore_fp32_state(self, state_dict)
 
 
 def amp_tensors(optimizer: torch.optim.Optimizer, device: torch.device):

@@ -17,15 +17,13 @@ import torch
 from shardkit.optim import _mixed_precision as mp
 
 
-class FusedAdam(torch.optim.Optimizer):
+class FusedAdam(mp.FusedOptimizer):
     """Adam with L2 weight decay (``decoupled_weight_decay=False``) or AdamW.
 
     Args are those of :class:`torch.optim.Adam`. ``foreach`` and ``fused`` are
     accepted for compatibility and ignored (this optimizer is always fused);
     ``capturable`` and ``differentiable`` are not supported.
     """
-
-    _step_supports_amp_scaling = True  # GradScaler passes grad_scale/found_inf
 
     def __init__(
         self,
@@ -66,17 +64,8 @@ class FusedAdam(torch.optim.Optimizer):
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
-        for gi, group in enumerate(self.param_groups):
-            for pi, p in enumerate(group["params"]):
-                mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
 
-    def add_param_group(self, param_group: dict) -> None:
-        super().add_param_group(param_group)
-        gi = len(self.param_groups) - 1
-        for pi, p in enumerate(self.param_groups[gi]["params"]):
-            mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
-
-    def _state_of(self, p: torch.Tensor, amsgrad: bool) -> dict:
+    def _init_state(self, p: torch.Tensor, group: dict) -> dict:
         state = self.state[p]
         if not state:
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
@@ -84,7 +73,7 @@ class FusedAdam(torch.optim.Optimizer):
             state["exp_avg_sq"] = mp.fp32_zeros_like(p)
             if mp.is_low_precision(p):
                 state["master_param"] = p.detach().float()
-        if amsgrad and "max_exp_avg_sq" not in state:
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = mp.fp32_zeros_like(p)
         if mp.is_low_precision(p) and "master_param" not in state:
             # State loaded from torch.optim has no master: start from the parameter.
@@ -100,14 +89,8 @@ class FusedAdam(torch.optim.Optimizer):
                 loss = closure()
         for gi, group in enumerate(self.param_groups):
             amsgrad = group["amsgrad"]
-            items = []
-            for pi, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                g = mp.grad_of(p, f"param_groups[{gi}]['params'][{pi}]")
-                items.append((p, g, self._state_of(p, amsgrad)))
             beta1, beta2 = group["betas"]
-            for (device, _, _), bucket in mp.group_by_bucket(items).items():
+            for (device, _, _), bucket in self._buckets(gi, group).items():
                 grad_scale, found_inf = mp.amp_tensors(self, device)
                 states = [s for _, _, s in bucket]
                 torch.ops.shardkit.fused_adam_(
@@ -130,11 +113,6 @@ class FusedAdam(torch.optim.Optimizer):
                     found_inf,
                 )
         return loss
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Loads state saved by this class or by torch.optim.Adam/AdamW, keeping fp32 state in fp32."""
-        super().load_state_dict(state_dict)
-        mp.restore_fp32_state(self, state_dict)
 
 
 class FusedAdamW(FusedAdam):

@@ -12,14 +12,12 @@ import torch
 from shardkit.optim import _mixed_precision as mp
 
 
-class FusedSGD(torch.optim.Optimizer):
+class FusedSGD(mp.FusedOptimizer):
     """SGD with the arguments and state_dict of :class:`torch.optim.SGD`.
 
     ``foreach`` and ``fused`` are accepted for compatibility and ignored;
     ``differentiable`` is not supported.
     """
-
-    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -52,17 +50,8 @@ class FusedSGD(torch.optim.Optimizer):
             maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
         )
         super().__init__(params, defaults)
-        for gi, group in enumerate(self.param_groups):
-            for pi, p in enumerate(group["params"]):
-                mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
 
-    def add_param_group(self, param_group: dict) -> None:
-        super().add_param_group(param_group)
-        gi = len(self.param_groups) - 1
-        for pi, p in enumerate(self.param_groups[gi]["params"]):
-            mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
-
-    def _state_of(self, p: torch.Tensor) -> dict:
+    def _init_state(self, p: torch.Tensor, group: dict) -> dict:
         state = self.state[p]
         if mp.is_low_precision(p) and "master_param" not in state:
             state["master_param"] = p.detach().float()
@@ -77,13 +66,7 @@ class FusedSGD(torch.optim.Optimizer):
                 loss = closure()
         for gi, group in enumerate(self.param_groups):
             momentum = float(group["momentum"])
-            items = []
-            for pi, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                g = mp.grad_of(p, f"param_groups[{gi}]['params'][{pi}]")
-                items.append((p, g, self._state_of(p)))
-            for (device, _, _), bucket in mp.group_by_bucket(items).items():
+            for (device, _, _), bucket in self._buckets(gi, group).items():
                 grad_scale, found_inf = mp.amp_tensors(self, device)
                 # Parameters without a momentum buffer yet start it from their
                 # gradient (torch's rule): they go in a call of their own.
@@ -114,8 +97,3 @@ class FusedSGD(torch.optim.Optimizer):
                         found_inf,
                     )
         return loss
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Loads state saved by this class or by torch.optim.SGD, keeping fp32 state in fp32."""
-        super().load_state_dict(state_dict)
-        mp.restore_fp32_state(self, state_dict)
