@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +62,18 @@ bool process_alive(int pid) {
 int creator_pid(const std::string& name) {
   if (name.rfind(kPrefix, 0) != 0) return -1;
   return std::atoi(name.c_str() + std::strlen(kPrefix));
+}
+
+// Shared (not FUTEX_PRIVATE) futexes: the word lives in a MAP_SHARED segment.
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns) {
+  struct timespec ts {};
+  ts.tv_sec = timeout_ns / 1000000000;
+  ts.tv_nsec = timeout_ns % 1000000000;
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
 }  // namespace
@@ -172,6 +186,7 @@ ShmTransport::ShmTransport(const std::string& name, int rank_, int world_, int64
                    header_->slot_bytes, ", this rank expects ", world, " and ", slot_bytes);
     control(rank)->pid.store(getpid(), std::memory_order_relaxed);
     header_->attached.fetch_add(1, std::memory_order_acq_rel);
+    notify();
     for (int r = 0; r < world; ++r) {
       wait_for(r, "to attach to the shared memory segment",
                [&] { return header_->attached.load(std::memory_order_acquire) == world; });
@@ -242,32 +257,49 @@ void ShmTransport::begin(CollDesc desc) {
   control(rank)->seq.store(desc.seq, std::memory_order_relaxed);
 }
 
+void ShmTransport::notify() {
+  RankControl* me = control(rank);
+  me->events.fetch_add(1, std::memory_order_seq_cst);
+  if (me->sleepers.load(std::memory_order_seq_cst) > 0) futex_wake_all(&me->events);
+}
+
 template <typename Ready>
 void ShmTransport::wait_for(int peer, const char* what, const Ready& ready) {
-  // Spin briefly (the peer is usually running on another core), then yield
-  // (on an oversubscribed machine the peer needs our core), then sleep.
-  for (int i = 0; i < 4000; ++i) {
+  // Spin briefly: on an idle machine the peer answers within microseconds.
+  for (int i = 0; i < 256; ++i) {
     if (ready()) return;
     SHARDKIT_PAUSE();
   }
+  // Then yield a few times, then sleep on the peer's futex until it signals
+  // an event. Sleeping in the kernel matters on an oversubscribed machine
+  // (4 ranks on 2 cores): a rank that keeps yielding stays runnable and
+  // competes with the very peer it waits for, while a sleeping one is woken
+  // exactly when there is news, as a socket reader would be.
+  for (int i = 0; i < 16; ++i) {
+    if (ready()) return;
+    sched_yield();
+  }
+  RankControl* other = control(peer);
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::duration<double>(timeout_s);
-  auto next_liveness = start;
-  for (uint64_t i = 0;; ++i) {
-    if (ready()) return;
-    if (i < 20000) {
-      sched_yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-    if ((i & 63) != 0) continue;
+  auto next_liveness = start + std::chrono::milliseconds(20);
+  for (;;) {
+    const uint32_t seen = other->events.load(std::memory_order_seq_cst);
+    other->sleepers.fetch_add(1, std::memory_order_seq_cst);
+    // Re-check after announcing ourselves: a notify() between the check and
+    // the sleep either sees sleepers > 0 or changed `events` (then FUTEX_WAIT
+    // returns at once).
+    const bool done = ready();
+    if (!done) futex_wait(&other->events, seen, 2000000);  // 2 ms: re-check faults regularly
+    other->sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    if (done || ready()) return;
     if (header_->aborted.load(std::memory_order_acquire)) {
       throw CommError(std::string("shardkit.comm: the group was aborted: ") + header_->abort_msg);
     }
     const auto now = Clock::now();
     if (now >= next_liveness) {
       next_liveness = now + std::chrono::milliseconds(50);
-      if (!process_alive(control(peer)->pid.load(std::memory_order_relaxed))) {
+      if (!process_alive(other->pid.load(std::memory_order_relaxed))) {
         fail("shardkit.comm: " + who(peer) + " died; " + who(rank) + " was waiting for it " + what + " in " +
              (cur_.seq ? describe(cur_) : std::string("group creation")));
       }
@@ -276,10 +308,10 @@ void ShmTransport::wait_for(int peer, const char* what, const Ready& ready) {
       std::ostringstream s;
       s << "shardkit.comm: timed out after " << timeout_s << " s: " << who(rank) << " waited for " << who(peer) << " "
         << what << " in " << (cur_.seq ? describe(cur_) : std::string("group creation"));
-      const uint64_t peer_seq = control(peer)->seq.load(std::memory_order_relaxed);
+      const uint64_t peer_seq = other->seq.load(std::memory_order_relaxed);
       if (cur_.seq) {
-        s << "; that rank is at " << (peer_seq ? coll_name(control(peer)->kind.load()) : "no collective") << " #"
-          << peer_seq << (peer_seq == cur_.seq ? " (stalled)" : " (out of step: a collective was skipped or a rank stalled)");
+        s << "; that rank is at " << (peer_seq ? coll_name(other->kind.load()) : "no collective") << " #" << peer_seq
+          << (peer_seq == cur_.seq ? " (stalled)" : " (out of step: a collective was skipped or a rank stalled)");
       }
       fail(s.str());
     }
@@ -303,6 +335,7 @@ void ShmTransport::publish(int slot, uint32_t id, const std::bitset<kMaxLocalRan
   h->tag.store(tag(id), std::memory_order_release);
   slot_tag_[slot] = tag(id);
   slot_readers_[slot] = readers;
+  notify();
 }
 
 const void* ShmTransport::await(int src, int slot, uint32_t id) {
@@ -324,11 +357,13 @@ const void* ShmTransport::await(int src, int slot, uint32_t id) {
 
 void ShmTransport::release(int src, uint32_t id) {
   control(rank)->consumed[src].store(tag(id), std::memory_order_release);
+  notify();
 }
 
 void ShmTransport::barrier() {
   const uint64_t target = ++barrier_count_;
   control(rank)->barrier.store(target, std::memory_order_release);
+  notify();
   for (int r = 0; r < world; ++r) {
     if (r == rank) continue;
     wait_for(r, "to enter the barrier", [&] { return control(r)->barrier.load(std::memory_order_acquire) >= target; });

@@ -47,7 +47,11 @@ struct alignas(64) SegmentHeader {
 };
 
 struct alignas(64) RankControl {
-  std::atomic<int32_t> pid;
+  // Futex word: bumped by this rank after every publish, acknowledgement and
+  // barrier entry; a peer that has spun long enough sleeps on it (see wait_for).
+  std::atomic<uint32_t> events;
+  std::atomic<int32_t> sleepers;
+  alignas(64) std::atomic<int32_t> pid;
   std::atomic<uint64_t> seq;  // the collective this rank is in (status for error messages)
   std::atomic<int32_t> kind;
   alignas(64) std::atomic<uint64_t> barrier;
@@ -96,6 +100,8 @@ class ShmTransport {
   template <typename Ready>
   void wait_for(int peer, const char* what, const Ready& ready);
   [[noreturn]] void fail(const std::string& msg);
+  // Wakes peers sleeping on this rank's events.
+  void notify();
   void check_usable() const;
   std::string who(int peer) const;
   RankControl* control(int r) const;

@@ -1,5 +1,7 @@
 """Run a function on N local processes, torchrun-style, and collect the results.
 
+Children are started from a fork server that has torch imported already.
+
 Each child gets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``
 (and ``MASTER_ADDR``/``MASTER_PORT`` with the TCP store), optionally joins a
 ``torch.distributed`` group, runs ``fn(rank, world_size, *args)`` and sends
@@ -35,6 +37,15 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _context():
+    # A fork server imports torch once; every child is then forked from it
+    # (fast, and safe: the server never runs torch's thread pools). Plain
+    # "spawn" would import torch again in every child, seconds each.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "shardkit"])
+    return ctx
 
 
 def _child(fn, rank, world_size, args, env, init, results):
@@ -107,7 +118,7 @@ def spawn(
     if store not in ("file", "tcp"):
         raise ValueError(f"store: expected 'file' or 'tcp', got {store!r}")
     may_die = set(may_die)
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     results = ctx.Queue()
     with tempfile.TemporaryDirectory(prefix="shardkit_spawn_") as tmp:
         base_env = {"WORLD_SIZE": str(world_size), "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1"}
