@@ -60,9 +60,28 @@ def tolerance(dtype: torch.dtype, world: int) -> tuple[float, float]:
     }[dtype]
 
 
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str) -> None:
+    """Like torch.testing.assert_close (same dtype and shape, |a - e| <= atol + rtol |e|),
+    several times cheaper, which matters for the thousands of checks here."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (
+        f"{what}: got {actual.dtype}{tuple(actual.shape)}, expected {expected.dtype}{tuple(expected.shape)}"
+    )
+    if actual.numel() == 0:
+        return
+    a, e = actual.double(), expected.double()
+    err = (a - e).abs() - (atol + rtol * e.abs())
+    if not bool((err <= 0).all()):
+        i = int(err.argmax())
+        raise AssertionError(f"{what}: element {i} is {a[i].item()}, expected {e[i].item()} (rtol {rtol}, atol {atol})")
+
+
+def equal(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    assert_close(actual, expected, 0.0, 0.0, what)
+
+
 def close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
     rtol, atol = tolerance(expected.dtype, 4)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+    assert_close(actual, expected, rtol, atol, what)
 
 
 def loose(actual: torch.Tensor, gloo: torch.Tensor, what: str) -> None:
@@ -71,7 +90,7 @@ def loose(actual: torch.Tensor, gloo: torch.Tensor, what: str) -> None:
         rtol, atol = (4e-2, 8e-2) if actual.dtype == torch.bfloat16 else (8e-3, 2e-2)
     else:
         rtol, atol = tolerance(actual.dtype, 4)
-    torch.testing.assert_close(actual, gloo, rtol=rtol, atol=atol, msg=lambda m: f"{what} vs gloo: {m}")
+    assert_close(actual, gloo, rtol, atol, f"{what} vs gloo")
 
 
 def gloo_all_reduce(x: torch.Tensor, op: str, world: int) -> torch.Tensor:
@@ -99,7 +118,7 @@ def check_all_reduce(rank: int, world: int, sizes=SIZES, dtypes=DTYPES, ops=OPS,
                     out = torch.empty_like(t)
                     src = full[rank].clone()
                     comm.all_reduce(src, op, algo, out=out)  # out of place
-                    torch.testing.assert_close(src, full[rank], rtol=0, atol=0, msg=f"{what}: input modified")
+                    equal(src, full[rank], f"{what}: input modified")
                     close(out, expected, what + " out-of-place")
                     count += 1
     return count
@@ -126,13 +145,13 @@ def check_reduce_scatter_all_gather(rank: int, world: int, sizes=SIZES, dtypes=D
             comm.all_gather(out, shard)
             g = torch.empty(world * m, dtype=dtype)
             _all_gather_single(g, shard)
-            torch.testing.assert_close(out, full[:, :m].reshape(-1), rtol=0, atol=0, msg=f"all_gather(m={m}, {dtype})")
-            torch.testing.assert_close(out, g, rtol=0, atol=0, msg=f"all_gather(m={m}, {dtype}) vs gloo")
+            equal(out, full[:, :m].reshape(-1), f"all_gather(m={m}, {dtype})")
+            equal(out, g, f"all_gather(m={m}, {dtype}) vs gloo")
             # In place: this rank's block of out is the input.
             inplace = torch.zeros(world * m, dtype=dtype)
             inplace[rank * m : (rank + 1) * m] = shard
             comm.all_gather(inplace, inplace[rank * m : (rank + 1) * m])
-            torch.testing.assert_close(inplace, g, rtol=0, atol=0, msg=f"in-place all_gather(m={m}, {dtype})")
+            equal(inplace, g, f"in-place all_gather(m={m}, {dtype})")
             count += 2
     return count
 
@@ -147,8 +166,8 @@ def check_broadcast_reduce(rank: int, world: int, sizes=SIZES, dtypes=DTYPES) ->
                 comm.broadcast(t, root)
                 g = full[rank].clone()
                 dist.broadcast(g, root)
-                torch.testing.assert_close(t, full[root], rtol=0, atol=0, msg=f"broadcast(n={n}, {dtype}, src={root})")
-                torch.testing.assert_close(t, g, rtol=0, atol=0, msg=f"broadcast(n={n}, {dtype}) vs gloo")
+                equal(t, full[root], f"broadcast(n={n}, {dtype}, src={root})")
+                equal(t, g, f"broadcast(n={n}, {dtype}) vs gloo")
                 op = OPS[(n + root) % 4] if dtype.is_floating_point else ("sum", "max", "min")[(n + root) % 3]
                 t = full[rank].clone()
                 comm.reduce(t, root, op)
@@ -156,7 +175,7 @@ def check_broadcast_reduce(rank: int, world: int, sizes=SIZES, dtypes=DTYPES) ->
                 if rank == root:
                     close(t, reference(full, op), what)
                 else:
-                    torch.testing.assert_close(t, full[rank], rtol=0, atol=0, msg=f"{what}: non-dst tensor changed")
+                    equal(t, full[rank], f"{what}: non-dst tensor changed")
                 count += 2
     return count
 
