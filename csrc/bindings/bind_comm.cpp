@@ -24,7 +24,8 @@ shardkit::ReduceOp rop(int code) { return static_cast<shardkit::ReduceOp>(code);
 }  // namespace
 
 SHARDKIT_BINDINGS(comm) {
-  py::register_exception<shardkit::CommError>(m, "CommError", PyExc_RuntimeError);
+  // Local: _C and _C_cuda each translate the errors of their own functions.
+  py::register_local_exception<shardkit::CommError>(m, "CommError", PyExc_RuntimeError);
 
   py::class_<shardkit::ShmGroup>(m, "ShmGroup", "One host's ranks joined through a shared-memory segment.")
       .def(py::init([](const std::string& name, int rank, int world, int64_t slot_bytes, double timeout_s,

@@ -17,7 +17,8 @@ shardkit::ReduceOp rop(int code) { return static_cast<shardkit::ReduceOp>(code);
 }  // namespace
 
 SHARDKIT_BINDINGS(comm) {
-  py::register_exception<shardkit::CommError>(m, "CommError", PyExc_RuntimeError);
+  // Local: _C and _C_cuda each translate the errors of their own functions.
+  py::register_local_exception<shardkit::CommError>(m, "CommError", PyExc_RuntimeError);
   m.def("nccl_load", &nccl::load, py::arg("path") = "",
         "Load libnccl (default: libnccl.so.2 as the loader finds it); returns '' or the reason it failed.");
   m.def("nccl_loaded", &nccl::loaded);
