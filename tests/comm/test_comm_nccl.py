@@ -25,3 +25,29 @@ def test_nccl_collectives_match_reference():
     world = max(1, min(2, torch.cuda.device_count()))
     counts = spawn(nccl_cases.run, world, timeout=300)
     assert counts[0] > 20
+
+
+def _installed_libnccl() -> str | None:
+    """libnccl from an installed nvidia-nccl-cu* wheel, if any (torch CUDA wheels bring one)."""
+    try:
+        import nvidia.nccl
+    except ImportError:
+        return None
+    import glob
+    import os
+
+    for root in getattr(nvidia.nccl, "__path__", []):
+        found = sorted(glob.glob(os.path.join(root, "lib", "libnccl.so*")))
+        if found:
+            return found[0]
+    return None
+
+
+@pytest.mark.skipif(_native.C_CUDA is None, reason="shardkit._C_cuda not built")
+@pytest.mark.skipif(_installed_libnccl() is None, reason="no nvidia-nccl wheel installed")
+def test_real_libnccl_loads_without_a_gpu():
+    # The dlsym'd entry points and the unique-id ABI match a real NCCL; none of these calls needs a GPU.
+    C = _native.C_CUDA
+    assert C.nccl_load(_installed_libnccl()) == ""
+    assert C.nccl_version() >= 21800
+    assert len(C.nccl_unique_id()) == 128
