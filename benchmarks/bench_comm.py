@@ -195,8 +195,11 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out)
     plot = Path(args.plot.format(world=args.world))
-    _plot(result, plot)
-    print(f"wrote {out} and {plot}")
+    try:
+        _plot(result, plot)
+        print(f"wrote {out} and {plot}")
+    except ImportError:
+        print(f"wrote {out}; no plot: matplotlib is missing (pip install 'shardkit[plot]')")
     return 0
 
 
