@@ -68,8 +68,8 @@ Tree relabel(const Tree& t, int p, bool second) {
   return out;
 }
 
-// Holds the GIL-free bookkeeping of one collective: element sizes and the
-// message counter shared by the schedules below.
+// State of one collective: dtype, op, element sizes, and the message counter
+// the schedules below draw ids from (identical on every rank).
 struct Run {
   ShmTransport& t;
   DType dtype;
@@ -113,9 +113,10 @@ void check_args(int64_t n, DType dtype, ReduceOp op) {
   SHARDKIT_CHECK(dtype != DType::kUInt8, "dtype: collectives support float32, float64, bfloat16, float16, int32 and int64, got uint8");
 }
 
-// Ring reduce-scatter over one round: chunk c spans [lo(c), hi(c)) of `in`
-// (as element offsets); rank r ends with chunk r reduced. `last` receives
-// (acc chunk from upstream, chunk index r) and writes the result.
+// Ring reduce-scatter over one round: chunk(c) gives the element offset and
+// length of chunk c in `in`; rank r ends with chunk r reduced. `last(src)`
+// gets the accumulated chunk r from upstream (without this rank's own
+// contribution) and writes the result.
 template <typename Chunk, typename Last>
 void ring_reduce_scatter_round(Run& run, const void* in, const Chunk& chunk, const Last& last) {
   ShmTransport& t = run.t;
@@ -141,9 +142,10 @@ void ring_reduce_scatter_round(Run& run, const void* in, const Chunk& chunk, con
   t.release(prev, id);
 }
 
-// Ring all-gather steps after a rank has published its own chunk as message
-// `first_id`: forwards p - 2 chunks and keeps the last. `place(c, src)`
-// stores chunk c from src and, when dst is not null, also into dst.
+// Ring all-gather steps after a rank has published its own chunk (as message
+// run.next_id - 1): receives p - 1 chunks from upstream, forwarding all but
+// the last. `place(c, src, dst)` stores chunk c from src into the output and,
+// when dst is not null, also into dst (the slot forwarded downstream).
 template <typename Place>
 void ring_all_gather_rest(Run& run, const Place& place) {
   ShmTransport& t = run.t;

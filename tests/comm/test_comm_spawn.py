@@ -39,8 +39,7 @@ def test_results_and_environment():
 
 
 def test_tcp_store_joins_a_group():
-    import torch.distributed  # noqa: F401 - the child joins gloo through env://
-
+    # The children join gloo through env:// (MASTER_ADDR/MASTER_PORT set by spawn).
     assert spawn(_env, 2, store="tcp")[1][:2] == (1, 2)
 
 

@@ -69,7 +69,6 @@ class Group:
         self.world_size = dist.get_world_size(torch_group)
         self.timeout = float(timeout)
         host = host_id or default_host_id()
-        model_key = None
         info = {"host": host, "pid": os.getpid(), "token": uuid.uuid4().hex[:12]}
         infos: list = [None] * self.world_size
         dist.all_gather_object(infos, info, group=torch_group)
