@@ -310,8 +310,13 @@ void ShmTransport::wait_for(int peer, const char* what, const Ready& ready) {
         << what << " in " << (cur_.seq ? describe(cur_) : std::string("group creation"));
       const uint64_t peer_seq = other->seq.load(std::memory_order_relaxed);
       if (cur_.seq) {
-        s << "; that rank is at " << (peer_seq ? coll_name(other->kind.load()) : "no collective") << " #" << peer_seq
-          << (peer_seq == cur_.seq ? " (stalled)" : " (out of step: a collective was skipped or a rank stalled)");
+        if (peer_seq == 0) {
+          s << "; that rank has not started any collective (stalled before its first one)";
+        } else {
+          s << "; that rank is " << (peer_seq < cur_.seq ? "still at " : peer_seq == cur_.seq ? "in " : "already at ")
+            << coll_name(other->kind.load()) << " #" << peer_seq
+            << (peer_seq == cur_.seq ? " too (stalled inside it)" : " (stalled, or the ranks issued different collectives)");
+        }
       }
       fail(s.str());
     }
