@@ -29,3 +29,18 @@ def existing_subgroup(rank: int, world: int) -> float | None:
     comm.broadcast(t, src=1)  # a group rank: global rank 2
     comm.destroy()
     return t[0].item()
+
+
+def single_rank(rank: int, world: int) -> int:
+    """World size 1 runs the same code path; every collective is a copy or a no-op."""
+    import comm_cases
+
+    comm.init(timeout=30, slot_bytes=comm_cases.TEST_SLOT_BYTES)
+    checks = (
+        comm_cases.check_all_reduce(rank, world, sizes=(0, 5, 4099))
+        + comm_cases.check_reduce_scatter_all_gather(rank, world, sizes=(0, 5, 4099))
+        + comm_cases.check_broadcast_reduce(rank, world, sizes=(0, 5, 4099))
+        + comm_cases.check_async_and_torch_ops(rank, world)
+    )
+    comm.destroy()
+    return checks
