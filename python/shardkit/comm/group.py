@@ -1,0 +1,143 @@
+"""Process groups of ``shardkit.comm``: who is where, and the transports.
+
+A Group wraps a ``torch.distributed`` group. Ranks are grouped by host (the
+host id is the hostname plus the boot id, or ``SHARDKIT_HOST_ID`` when set,
+which lets tests simulate several hosts on one machine). The ranks of one
+host share a shared-memory segment (``shardkit._C.ShmGroup``); the first
+rank of every host (its leader) is also in a ``torch.distributed`` subgroup
+of leaders, used by the hierarchical cross-host path.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+from shardkit import _native
+from shardkit.comm import cost_model
+from shardkit.comm.work import Executor
+
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_SLOT_BYTES = 256 * 1024
+
+
+def default_host_id() -> str:
+    """``SHARDKIT_HOST_ID`` if set, else hostname + boot id (containers may share a hostname)."""
+    override = os.environ.get("SHARDKIT_HOST_ID")
+    if override:
+        return override
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}:{boot}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where every rank of the group lives; ranks are group ranks."""
+
+    hosts: tuple[tuple[int, ...], ...]  # ranks of each host, in rank order
+    host_of: tuple[int, ...]  # rank -> host index
+
+    @property
+    def num_hosts(self) -> int:
+        return len(self.hosts)
+
+
+class Group:
+    """A set of ranks that run collectives together (see ``shardkit.comm.init``).
+
+    Attributes:
+        rank, world_size: this process's rank in the group and the group size.
+        local_rank, local_world_size: the same within this host.
+        topology: the ranks of every host.
+        torch_group: the wrapped ``torch.distributed`` group.
+        model: the cost model ``algo="auto"`` uses (identical on all ranks).
+    """
+
+    def __init__(self, torch_group, *, timeout: float, slot_bytes: int, host_id: str | None) -> None:
+        C = _native.require_native("shardkit.comm")
+        self.torch_group = torch_group
+        self.rank = dist.get_rank(torch_group)
+        self.world_size = dist.get_world_size(torch_group)
+        self.timeout = float(timeout)
+        host = host_id or default_host_id()
+        info = {"host": host, "pid": os.getpid(), "token": uuid.uuid4().hex[:12]}
+        infos: list = [None] * self.world_size
+        dist.all_gather_object(infos, info, group=torch_group)
+        hosts: dict[str, list[int]] = {}
+        for r, entry in enumerate(infos):
+            hosts.setdefault(entry["host"], []).append(r)
+        host_list = tuple(tuple(ranks) for ranks in hosts.values())
+        host_of = [0] * self.world_size
+        for h, ranks in enumerate(host_list):
+            for r in ranks:
+                host_of[r] = h
+        self.topology = Topology(hosts=host_list, host_of=tuple(host_of))
+        self.host_index = host_of[self.rank]
+        local = host_list[self.host_index]
+        self.local_rank = local.index(self.rank)
+        self.local_world_size = len(local)
+        self.global_ranks = [dist.get_global_rank(torch_group, r) for r in range(self.world_size)]
+
+        # Every rank uses rank 0's constants, so "auto" picks the same algorithm everywhere.
+        model_key = cost_model.cache_key(infos[0]["host"], len(host_list[0]))
+        models: list = [None] * self.world_size
+        cached = cost_model.load_cached(model_key) if self.rank == 0 else None
+        dist.all_gather_object(models, cached.to_dict() if cached else None, group=torch_group)
+        self.model = cost_model.CostModel.from_dict(models[0]) if models[0] else cost_model.CostModel()
+        self.model_key = model_key
+
+        leader = local[0]
+        name = f"shardkit_{infos[leader]['pid']}_{infos[0]['token']}_{self.host_index}"
+        self.shm = C.ShmGroup(name, self.local_rank, self.local_world_size, int(slot_bytes), self.timeout,
+                              [self.global_ranks[r] for r in local])
+        self.leaders_group = None
+        self.is_leader = self.local_rank == 0
+        if self.topology.num_hosts > 1:
+            leader_ranks = [self.global_ranks[ranks[0]] for ranks in host_list]
+            # new_group is collective over the whole default group.
+            self.leaders_group = dist.new_group(leader_ranks, timeout=datetime.timedelta(seconds=self.timeout))
+        self.executor = Executor()
+
+    def local_ranks(self, host: int | None = None) -> tuple[int, ...]:
+        """Group ranks on ``host`` (default: this host)."""
+        return self.topology.hosts[self.host_index if host is None else host]
+
+    def set_timeout(self, seconds: float) -> None:
+        """How long a rank waits for a peer before raising CommError."""
+        if not seconds > 0:
+            raise ValueError(f"seconds: expected a positive timeout, got {seconds!r}")
+        self.timeout = float(seconds)
+        self.shm.set_timeout(self.timeout)
+
+    def destroy(self) -> None:
+        """Finish pending work and unmap the shared memory. Idempotent."""
+        self.executor.shutdown()
+        self.shm.close()
+
+
+def join(group=None, *, timeout: float | None = None, slot_bytes: int | None = None, host_id: str | None = None) -> Group:
+    """Create a Group over ``group`` (default: the default group, created from torchrun's environment)."""
+    if timeout is None:
+        timeout = float(os.environ.get("SHARDKIT_COMM_TIMEOUT", DEFAULT_TIMEOUT_S))
+    if slot_bytes is None:
+        slot_bytes = int(os.environ.get("SHARDKIT_COMM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
+    if group is None:
+        if not dist.is_initialized():
+            missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+            if missing:
+                raise RuntimeError(
+                    "shardkit.comm.init(): torch.distributed is not initialised and the torchrun variables "
+                    f"{missing} are not set; run under torchrun or pass an existing group"
+                )
+            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout))
+        group = dist.group.WORLD
+    return Group(group, timeout=timeout, slot_bytes=slot_bytes, host_id=host_id)
