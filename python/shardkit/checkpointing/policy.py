@@ -81,3 +81,14 @@ def static_selection(policy: Policy, num_blocks: int) -> list[int]:
     if isinstance(policy, EveryKth):
         return list(range(0, num_blocks, policy.k))
     raise ValueError("policy: MemoryBudget picks blocks from a probe forward; use shardkit.checkpointing.plan")
+
+
+def policy_label(policy: Policy) -> str:
+    """Short name for tables and JSON: none, every_block, every_<k>, budget_<bytes>."""
+    if isinstance(policy, NoCheckpointing):
+        return "none"
+    if isinstance(policy, EveryBlock):
+        return "every_block"
+    if isinstance(policy, EveryKth):
+        return f"every_{policy.k}"
+    return f"budget_{policy.max_bytes}"

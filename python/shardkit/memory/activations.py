@@ -16,8 +16,8 @@ Per block, not checkpointed:
   * SwiGLU: gate, silu(gate), up and their product (4*T*intermediate*a).
 Per block, checkpointed: only its input (T*hidden*a); the rest is recomputed.
 Outside the blocks: token ids and labels (2*T*8), the final RMSNorm (as
-above) and the fp32 log-softmax of the logits (T*vocab*4), the largest single
-term for big vocabularies.
+above), the fp32 log-softmax of the logits (T*vocab*4), the largest single
+term for big vocabularies, and the loss's fp32 total-weight scalar.
 
 Dropout (off in Llama) would add a one-byte mask per dropped element; the
 formula assumes none. Attention without the fused kernel ("eager") would add
@@ -61,7 +61,8 @@ def head_bytes(spec: DecoderSpec, tokens: int, act_bytes: int) -> int:
     """Token ids, labels, final norm and the fp32 log-softmax over the vocabulary."""
     ids_and_labels = 2 * tokens * INDEX_BYTES
     log_probs = tokens * spec.vocab * FP32_BYTES
-    return ids_and_labels + rmsnorm_bytes(tokens, spec.hidden, act_bytes) + log_probs
+    loss_weight = FP32_BYTES  # cross entropy's total-weight scalar
+    return ids_and_labels + rmsnorm_bytes(tokens, spec.hidden, act_bytes) + log_probs + loss_weight
 
 
 def activation_bytes(spec: DecoderSpec, tokens: int, act_bytes: int, checkpointed_blocks: int) -> dict[str, int]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from shardkit.checkpointing.policy import MemoryBudget, parse_policy, static_selection
+from shardkit.checkpointing.policy import MemoryBudget, parse_policy, policy_label, static_selection
 from shardkit.memory import activations
 from shardkit.memory.report import format_bytes, format_table
 from shardkit.memory.spec import DecoderSpec
@@ -242,7 +242,7 @@ def estimate(
         "host_size": host_size,
         "batch": batch,
         "seq_len": seq_len,
-        "checkpointing": repr(policy),
+        "checkpointing": policy_label(policy),
         "sgd_momentum": sgd_momentum,
         "unit_params": facts.unit_params,
         "bucket_bytes": bucket_bytes,
