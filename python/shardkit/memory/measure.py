@@ -85,7 +85,10 @@ class SavedActivationCounter:
             if known is None or known[0].expired():  # a freed storage's key can be reused
                 storage = tensor.untyped_storage()
                 self._seen[key] = (StorageWeakRef(storage), storage.nbytes(), self._tag)
-        return tensor
+        # Returning ``tensor`` itself would make a saved output own its own
+        # grad_fn: a reference cycle through C++ that is never freed. A detached
+        # alias shares the storage; autograd restores the graph links on unpack.
+        return tensor.detach()
 
     def set_tag(self, tag: str) -> None:
         """Attribute storages first saved from now on to ``tag`` (e.g. a block name)."""
