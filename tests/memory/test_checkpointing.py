@@ -123,6 +123,7 @@ def test_budget_policy_respects_its_budget_with_fewest_blocks():
         loss = model(ids, labels)
     assert saved.bytes <= budget
     assert saved.bytes == plan.predicted_saved_bytes
+    assert saved.bytes == estimate(SPEC, precision="fp32", batch=BATCH, seq_len=SEQ, checkpointing=plan)["activations"]
     # One block fewer would not have fitted.
     one_fewer = saved.bytes + plan.profiles[0].saved_bytes - plan.profiles[0].input_bytes
     assert one_fewer > budget

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -170,7 +171,8 @@ def estimate(
     ``precision`` is ``fp32`` or mixed ``bf16``/``fp16`` (half-precision
     weights, grads and activations, fp32 masters and optimizer state).
     ``checkpointing`` is ``"none"``, ``"every_block"``, an int k (every k-th
-    block) or a policy from :mod:`shardkit.checkpointing`. ``unit_params`` is
+    block), a policy from :mod:`shardkit.checkpointing`, or a
+    ``CheckpointPlan`` (what a MemoryBudget chose). ``unit_params`` is
     the largest sharding unit (default: the largest block, or the root).
     """
     if optimizer not in OPTIMIZERS:
@@ -185,9 +187,7 @@ def estimate(
     if strategy_name == "HYBRID":
         if host_size is None or _positive_int("host_size", host_size) > world_size or world_size % host_size:
             raise ValueError(f"host_size: HYBRID needs a divisor of world_size={world_size}, got {host_size!r}")
-    policy = parse_policy(checkpointing)
-    if isinstance(policy, MemoryBudget):
-        raise ValueError("checkpointing: MemoryBudget needs a probe forward; estimate with the plan's block count instead")
+    policy = _checkpoint_selection(checkpointing)
     facts = _facts(model, unit_params)
 
     shard = {"NO_SHARD": 1, "SHARD_GRAD_OP": world_size, "FULL_SHARD": world_size, "HYBRID": host_size}[strategy_name]
@@ -242,7 +242,7 @@ def estimate(
         "host_size": host_size,
         "batch": batch,
         "seq_len": seq_len,
-        "checkpointing": policy_label(policy),
+        "checkpointing": policy.label,
         "sgd_momentum": sgd_momentum,
         "unit_params": facts.unit_params,
         "bucket_bytes": bucket_bytes,
@@ -251,11 +251,28 @@ def estimate(
     return MemoryEstimate(tuple(items), facts.params, facts.trainable, inputs)
 
 
+@dataclass(frozen=True)
+class _Selection:
+    label: str  # none, every_block, every_<k>, plan_<n>_of_<blocks>
+    count: Callable[[int], int]  # number of blocks -> how many are checkpointed
+
+
+def _checkpoint_selection(checkpointing: Any) -> _Selection:
+    """A static policy, or a CheckpointPlan (e.g. what a MemoryBudget chose)."""
+    if hasattr(checkpointing, "checkpointed") and hasattr(checkpointing, "block_names"):
+        chosen, total = len(checkpointing.checkpointed), len(checkpointing.block_names)
+        return _Selection(f"plan_{chosen}_of_{total}", lambda _blocks: chosen)
+    policy = parse_policy(checkpointing)
+    if isinstance(policy, MemoryBudget):
+        raise ValueError("checkpointing: MemoryBudget needs a probe forward; pass shardkit.checkpointing.plan(...)'s result")
+    return _Selection(policy_label(policy), lambda blocks: len(static_selection(policy, blocks)))
+
+
 def _activation_item(spec, policy, batch: int, seq_len: int, act_bytes: int, precision: str) -> MemoryItem:
     if spec is None:
         return MemoryItem("activations", 0, "not estimated: the model's shape is unknown (pass a DecoderSpec)")
     tokens = batch * seq_len
-    ckpt = len(static_selection(policy, spec.layers))
+    ckpt = policy.count(spec.layers)
     parts = activations.activation_bytes(spec, tokens, act_bytes, ckpt)
     how = f"{ckpt} of {spec.layers} blocks checkpointed (keep only their input)" if ckpt else "no checkpointing"
     return MemoryItem(
