@@ -88,6 +88,34 @@ def measure_activations(spec: DecoderSpec, batch: int, seq: int, precision: str,
     return {"measured": measured, "estimated": estimated, "ratio": estimated / measured}
 
 
+def measure_hf_activations(spec: DecoderSpec, batch: int, seq: int, policy) -> dict | None:
+    """The same comparison on Hugging Face ``LlamaForCausalLM`` (sdpa attention), if installed."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    config = transformers.LlamaConfig(
+        vocab_size=spec.vocab,
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=seq,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    model = checkpointing.apply(transformers.LlamaForCausalLM(config), policy)
+    ids, _ = make_inputs(spec, batch, seq)
+    with SavedActivationCounter(exclude=model) as saved:
+        loss = model(input_ids=ids, labels=ids).loss
+    measured = saved.bytes
+    del loss
+    estimated = estimate(model, precision="fp32", batch=batch, seq_len=seq, checkpointing=policy)["activations"]
+    return {"measured": measured, "estimated": estimated, "ratio": estimated / measured}
+
+
 def timing_variants(spec: DecoderSpec, seq: int) -> dict:
     torch.manual_seed(0)
     base = ReferenceDecoder(spec, max_seq_len=seq)
@@ -179,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             rows[f"model states, AdamW {precision}"] = measure_model_states(spec, batch, seq, precision)
             for policy in ("none", "every_block", "every_2"):
                 rows[f"activations {precision}, ckpt {policy}"] = measure_activations(spec, batch, seq, precision, policy)
+        for policy in ("none", "every_block"):
+            hf = measure_hf_activations(spec, batch, seq, policy)
+            if hf is not None:
+                rows[f"HF Llama activations fp32, ckpt {policy}"] = hf
         for what, row in rows.items():
             print(f"{label:>5} {what:<40} {format_bytes(row['measured']):>11} {format_bytes(row['estimated']):>11} {row['ratio']:>8.4f}")
         case["memory"] = rows
