@@ -26,17 +26,16 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
+import shardkit
 import torch
+from shardkit import checkpointing
+from shardkit.memory import DecoderSpec, SavedActivationCounter, estimate, format_bytes, model_state_bytes
+from shardkit.memory.reference_model import DecoderBlock, ReferenceDecoder
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     CheckpointImpl,
     apply_activation_checkpointing,
     checkpoint_wrapper,
 )
-
-import shardkit
-from shardkit import checkpointing
-from shardkit.memory import DecoderSpec, SavedActivationCounter, estimate, format_bytes, model_state_bytes
-from shardkit.memory.reference_model import DecoderBlock, ReferenceDecoder
 
 SIZES = {
     "6M": (DecoderSpec(vocab=4096, hidden=256, layers=4, heads=4, kv_heads=2, intermediate=688), 4, 256),
@@ -206,13 +205,17 @@ def main(argv: list[str] | None = None) -> int:
         for precision in ("fp32", "bf16"):
             rows[f"model states, AdamW {precision}"] = measure_model_states(spec, batch, seq, precision)
             for policy in ("none", "every_block", "every_2"):
-                rows[f"activations {precision}, ckpt {policy}"] = measure_activations(spec, batch, seq, precision, policy)
+                rows[f"activations {precision}, ckpt {policy}"] = measure_activations(
+                    spec, batch, seq, precision, policy
+                )
         for policy in ("none", "every_block"):
             hf = measure_hf_activations(spec, batch, seq, policy)
             if hf is not None:
                 rows[f"HF Llama activations fp32, ckpt {policy}"] = hf
         for what, row in rows.items():
-            print(f"{label:>5} {what:<40} {format_bytes(row['measured']):>11} {format_bytes(row['estimated']):>11} {row['ratio']:>8.4f}")
+            print(
+                f"{label:>5} {what:<40} {format_bytes(row['measured']):>11} {format_bytes(row['estimated']):>11} {row['ratio']:>8.4f}"
+            )
         case["memory"] = rows
         if label not in args.timed_sizes.split(","):
             results["cases"][label] = case

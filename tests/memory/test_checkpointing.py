@@ -4,14 +4,13 @@ import copy
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.checkpoint import set_checkpoint_early_stop
-from torch.utils.flop_counter import FlopCounterMode
-
 from shardkit import checkpointing
 from shardkit.checkpointing import EveryKth, MemoryBudget
 from shardkit.memory import DecoderSpec, SavedActivationCounter, estimate
 from shardkit.memory.reference_model import DecoderBlock, ReferenceDecoder
+from torch import nn
+from torch.utils.checkpoint import set_checkpoint_early_stop
+from torch.utils.flop_counter import FlopCounterMode
 
 SPEC = DecoderSpec(vocab=320, hidden=64, layers=4, heads=4, kv_heads=2, intermediate=160)
 BATCH, SEQ = 2, 24

@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-
 from shardkit import checkpointing
 from shardkit.memory import DecoderSpec, SavedActivationCounter, estimate
 

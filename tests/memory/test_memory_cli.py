@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from shardkit.cli import main
 from shardkit.commands.memory import parse_count
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from shardkit import memory
 from shardkit.memory import DecoderSpec, estimate
 from shardkit.memory.reference_model import ReferenceDecoder

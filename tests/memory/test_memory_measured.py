@@ -9,7 +9,6 @@ activation formula is exact for the reference block, asserted to 1%.
 
 import pytest
 import torch
-
 from shardkit import checkpointing
 from shardkit.memory import DecoderSpec, SavedActivationCounter, estimate, model_state_bytes
 from shardkit.memory.reference_model import ReferenceDecoder

@@ -28,7 +28,14 @@ from torch import nn
 
 from shardkit.checkpointing.blocks import find_blocks
 from shardkit.checkpointing.budget import BlockProfile, choose_within_budget, profile_blocks
-from shardkit.checkpointing.policy import EveryBlock, EveryKth, MemoryBudget, NoCheckpointing, parse_policy, static_selection
+from shardkit.checkpointing.policy import (
+    EveryBlock,
+    EveryKth,
+    MemoryBudget,
+    NoCheckpointing,
+    parse_policy,
+    static_selection,
+)
 from shardkit.checkpointing.wrap import BlockConfig, config_of, unwrap, wrap
 
 

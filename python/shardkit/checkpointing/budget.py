@@ -59,7 +59,9 @@ def profile_blocks(model: nn.Module, blocks: list[tuple[str, nn.Module]], args: 
 
         handles.append(block.register_forward_pre_hook(before, with_kwargs=True))
         handles.append(block.register_forward_hook(after, with_kwargs=True))
-    devices = sorted({t.device.index or 0 for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_cuda})
+    devices = sorted(
+        {t.device.index or 0 for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.is_cuda}
+    )
     try:
         with torch.random.fork_rng(devices=devices), torch.enable_grad(), flop_mode, counter:
             output = model(*args, **kwargs)
@@ -80,7 +82,10 @@ def choose_within_budget(profile: Profile, max_bytes: int) -> tuple[list[int], i
     for the identical blocks of a transformer this is the fewest blocks.
     """
     total = profile.outside_bytes + sum(b.saved_bytes for b in profile.blocks)
-    order = sorted(range(len(profile.blocks)), key=lambda i: (-profile.blocks[i].savings / max(profile.blocks[i].forward_flops, 1), i))
+    order = sorted(
+        range(len(profile.blocks)),
+        key=lambda i: (-profile.blocks[i].savings / max(profile.blocks[i].forward_flops, 1), i),
+    )
     chosen: list[int] = []
     for index in order:
         if total <= max_bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class MemoryBudget:
             raise TypeError(f"example_kwargs: expected a dict, got {type(self.example_kwargs).__name__}")
 
 
-Policy = Union[NoCheckpointing, EveryBlock, EveryKth, MemoryBudget]
+Policy = NoCheckpointing | EveryBlock | EveryKth | MemoryBudget
 
 _NAMED = {"none": NoCheckpointing(), "every_block": EveryBlock(), "all": EveryBlock()}
 

@@ -46,8 +46,12 @@ def register(subparsers) -> None:
     run = parser.add_argument_group("training setup")
     run.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     run.add_argument("--no-momentum", action="store_true", help="SGD without a momentum buffer")
-    run.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16", help="fp32, or mixed bf16/fp16 (default bf16)")
-    run.add_argument("--strategy", default="NO_SHARD", help="NO_SHARD|DDP, SHARD_GRAD_OP|ZERO2, FULL_SHARD|ZERO3, HYBRID")
+    run.add_argument(
+        "--precision", choices=sorted(PRECISIONS), default="bf16", help="fp32, or mixed bf16/fp16 (default bf16)"
+    )
+    run.add_argument(
+        "--strategy", default="NO_SHARD", help="NO_SHARD|DDP, SHARD_GRAD_OP|ZERO2, FULL_SHARD|ZERO3, HYBRID"
+    )
     run.add_argument("--world-size", type=int, default=1)
     run.add_argument("--host-size", type=int, help="ranks per host, for HYBRID")
     run.add_argument("--batch", type=int, default=1, help="per-rank micro-batch")

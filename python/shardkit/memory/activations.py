@@ -78,4 +78,3 @@ def activation_bytes(spec: DecoderSpec, tokens: int, act_bytes: int, checkpointe
         "checkpointed_blocks": checkpointed_blocks * checkpointed_block_bytes(spec, tokens, act_bytes),
         "head": head_bytes(spec, tokens, act_bytes),
     }
-

@@ -12,8 +12,8 @@ FULL_SHARD (ZeRO-3) everything, HYBRID like FULL_SHARD within a host.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -180,7 +180,9 @@ def estimate(
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
     strategy_name = _strategy_name(strategy)
-    world_size, batch, seq_len = (_positive_int(n, v) for n, v in (("world_size", world_size), ("batch", batch), ("seq_len", seq_len)))
+    world_size, batch, seq_len = (
+        _positive_int(n, v) for n, v in (("world_size", world_size), ("batch", batch), ("seq_len", seq_len))
+    )
     if unit_params is not None:
         _positive_int("unit_params", unit_params)
     _positive_int("bucket_bytes", bucket_bytes)
@@ -195,7 +197,7 @@ def estimate(
     state_shard = shard  # grads, masters and moments
     weight_bytes = PRECISIONS[precision]
     mixed = precision != "fp32"
-    state_per_param = (8 if optimizer == "adamw" else 4 * bool(sgd_momentum))
+    state_per_param = 8 if optimizer == "adamw" else 4 * bool(sgd_momentum)
     where = f"/ {shard} ranks ({strategy_name})" if shard > 1 else f"on every rank ({strategy_name})"
     pad = " + padding of at most shard-1 elements per unit" if shard > 1 else ""
 
@@ -264,7 +266,9 @@ def _checkpoint_selection(checkpointing: Any) -> _Selection:
         return _Selection(f"plan_{chosen}_of_{total}", lambda _blocks: chosen)
     policy = parse_policy(checkpointing)
     if isinstance(policy, MemoryBudget):
-        raise ValueError("checkpointing: MemoryBudget needs a probe forward; pass shardkit.checkpointing.plan(...)'s result")
+        raise ValueError(
+            "checkpointing: MemoryBudget needs a probe forward; pass shardkit.checkpointing.plan(...)'s result"
+        )
     return _Selection(policy_label(policy), lambda blocks: len(static_selection(policy, blocks)))
 
 
@@ -288,12 +292,20 @@ def _comm_item(strategy: str, facts: _ModelFacts, world_size: int, shard: int, n
         return MemoryItem("comm_buffers", 0, "one rank: nothing to communicate")
     if strategy == "NO_SHARD":
         held = min(2 * bucket, facts.trainable * nbytes)
-        return MemoryItem("comm_buffers", held, f"two {format_bytes(bucket)} gradient buckets in flight (all-reduce overlapped with backward)")
+        return MemoryItem(
+            "comm_buffers",
+            held,
+            f"two {format_bytes(bucket)} gradient buckets in flight (all-reduce overlapped with backward)",
+        )
     unit = facts.unit_params if facts.unit_params is not None else facts.params
-    unit_note = "" if facts.unit_params is not None else " (unit size unknown: the whole model as one unit; pass unit_params)"
+    unit_note = (
+        "" if facts.unit_params is not None else " (unit size unknown: the whole model as one unit; pass unit_params)"
+    )
     grads = unit * nbytes  # full gradients of one unit, input of its reduce-scatter
     if strategy == "SHARD_GRAD_OP":
-        return MemoryItem("comm_buffers", grads, f"full grads of the largest unit ({unit:,} params) before reduce-scatter{unit_note}")
+        return MemoryItem(
+            "comm_buffers", grads, f"full grads of the largest unit ({unit:,} params) before reduce-scatter{unit_note}"
+        )
     gathered = 2 * unit * nbytes  # the unit computing and the next one prefetched
     held = gathered + grads
     text = f"largest unit ({unit:,} params) gathered + the next prefetched, and its full grads for reduce-scatter{unit_note}"

@@ -21,9 +21,21 @@ def format_table(estimate: Any) -> str:
         f"{estimate.params:,} params | {inputs['optimizer']} {inputs['precision']} | {inputs['strategy']}"
         f" x {inputs['world_size']} ranks | batch {inputs['batch']} x seq {inputs['seq_len']} | per rank"
     )
-    rows = [(i.name, format_bytes(i.bytes), f"{i.bytes / estimate.params:.2f}" if estimate.params else "-", i.explanation) for i in estimate.items]
-    rows.append(("model states", format_bytes(estimate.model_state_bytes), f"{estimate.model_state_bytes_per_param:.2f}", "params + grads + master + optimizer state"))
-    rows.append(("total", format_bytes(estimate.total_bytes), f"{estimate.total_bytes / max(estimate.params, 1):.2f}", ""))
+    rows = [
+        (i.name, format_bytes(i.bytes), f"{i.bytes / estimate.params:.2f}" if estimate.params else "-", i.explanation)
+        for i in estimate.items
+    ]
+    rows.append(
+        (
+            "model states",
+            format_bytes(estimate.model_state_bytes),
+            f"{estimate.model_state_bytes_per_param:.2f}",
+            "params + grads + master + optimizer state",
+        )
+    )
+    rows.append(
+        ("total", format_bytes(estimate.total_bytes), f"{estimate.total_bytes / max(estimate.params, 1):.2f}", "")
+    )
     header = ("component", "per rank", "B/param", "why")
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  " + header[3]]
@@ -31,7 +43,9 @@ def format_table(estimate: Any) -> str:
     for index, row in enumerate(rows):
         if index == len(estimate.items):
             lines.append("-" * (sum(widths) + 6 + 40))
-        lines.append(f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].rjust(widths[2])}  {row[3]}".rstrip())
+        lines.append(
+            f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  {row[2].rjust(widths[2])}  {row[3]}".rstrip()
+        )
     return "\n".join(lines)
 
 
