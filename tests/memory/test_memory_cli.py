@@ -42,6 +42,25 @@ def test_shape_flags_and_checkpointing(capsys):
     assert activations(none) > activations(second) > activations(every) > 0
 
 
+def test_hf_config_json(capsys, tmp_path):
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "intermediate_size": 11008,
+        "tie_word_embeddings": False,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    _, from_config = run(capsys, "--config", str(path), "--json")
+    _, from_preset = run(capsys, "--preset", "llama2-7b", "--json")
+    assert json.loads(from_config.out)["items"] == json.loads(from_preset.out)["items"]
+    assert json.loads(from_config.out)["params"] == 6_738_415_616  # Llama-2-7B's published count
+
+
 def test_plot_writes_a_png(capsys, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "memory.png"
@@ -59,6 +78,7 @@ def test_plot_writes_a_png(capsys, tmp_path):
         (["--params", "7B", "--strategy", "ZERO1"], "strategy"),
         (["--params", "7B", "--strategy", "HYBRID", "--world-size", "4"], "host_size"),
         (["--params", "seven"], "7B"),
+        (["--config", "/nonexistent/config.json"], "cannot read"),
         (["--vocab", "10", "--hidden", "64", "--layers", "1", "--heads", "3", "--intermediate", "8"], "hidden"),
     ],
 )

@@ -138,3 +138,20 @@ def test_bad_spec_names_the_field():
         DecoderSpec(vocab=10, hidden=64, layers=1, heads=4, kv_heads=3, intermediate=8)
     with pytest.raises(ValueError, match="layers"):
         DecoderSpec(vocab=10, hidden=64, layers=0, heads=4, kv_heads=4, intermediate=8)
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "match"),
+    [
+        ("[1, 2]", ValueError, "JSON object"),
+        ("{not json", ValueError, "not valid JSON"),
+        ('{"vocab_size": 5}', TypeError, "config"),
+    ],
+)
+def test_bad_hf_config_files(tmp_path, text, error, match):
+    from shardkit.memory.spec import load_hf_config
+
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(error, match=match):
+        load_hf_config(str(path))

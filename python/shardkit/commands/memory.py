@@ -30,9 +30,10 @@ def register(subparsers) -> None:
         help="estimate per-rank memory: params, grads, master weights, moments, activations, comm buffers",
         description="Estimate the memory one rank holds in a training step. Give --params, --preset, or the decoder shape.",
     )
-    model = parser.add_argument_group("model (one of: --params, --preset, or the shape flags)")
+    model = parser.add_argument_group("model (one of: --params, --preset, --config, or the shape flags)")
     model.add_argument("--params", type=parse_count, help="parameter count, e.g. 7B, 135M, 7e9 (no activations then)")
     model.add_argument("--preset", choices=sorted(PRESETS), help="a published Llama-style shape")
+    model.add_argument("--config", metavar="JSON", help="a Hugging Face config.json of a Llama-style model")
     for flag, help_text in (
         ("--vocab", "vocabulary size"),
         ("--hidden", "model width"),
@@ -67,15 +68,26 @@ def register(subparsers) -> None:
 
 def _model(args):
     from shardkit.memory import PRESETS, DecoderSpec
+    from shardkit.memory.spec import load_hf_config
 
     shape = [args.vocab, args.hidden, args.layers, args.heads, args.intermediate]
-    chosen = sum([args.params is not None, args.preset is not None, any(v is not None for v in shape)])
-    if chosen != 1:
-        args._parser.error("give exactly one of --params, --preset, or the shape flags")
+    given = [
+        args.params is not None,
+        args.preset is not None,
+        args.config is not None,
+        any(v is not None for v in shape),
+    ]
+    if sum(given) != 1:
+        args._parser.error("give exactly one of --params, --preset, --config, or the shape flags")
     if args.params is not None:
         return args.params
     if args.preset is not None:
         return PRESETS[args.preset]
+    if args.config is not None:
+        try:
+            return load_hf_config(args.config)
+        except (TypeError, ValueError) as exc:
+            args._parser.error(str(exc))
     if any(v is None for v in shape):
         args._parser.error("the shape needs --vocab, --hidden, --layers, --heads and --intermediate")
     try:

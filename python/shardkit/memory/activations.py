@@ -19,9 +19,10 @@ Outside the blocks: token ids and labels (2*T*8), the final RMSNorm (as
 above), the fp32 log-softmax of the logits (T*vocab*4), the largest single
 term for big vocabularies, and the loss's fp32 total-weight scalar.
 
-Dropout (off in Llama) would add a one-byte mask per dropped element; the
-formula assumes none. Attention without the fused kernel ("eager") would add
-the softmax probabilities, 2*T*seq*heads*a, which the formula does not model.
+Not modelled: dropout (off in Llama; on CPU each dropout saves its scaled
+mask in the activation dtype, T*hidden*a, twice per block, where CUDA's fused
+kernel keeps a 1-byte mask), and attention without the fused kernel
+("eager"), which adds the softmax probabilities, about 2*T*seq*heads*a.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -75,6 +77,20 @@ class DecoderSpec:
             )
         except AttributeError as exc:
             raise TypeError(f"config: expected a Llama-style config with vocab_size, hidden_size, ...: {exc}") from None
+
+
+def load_hf_config(path: str) -> DecoderSpec:
+    """Read a Hugging Face ``config.json`` of a Llama-style model (plain JSON, no code runs)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except OSError as exc:
+        raise ValueError(f"config: cannot read {path!r}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config: {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config: expected a JSON object in {path!r}, got {type(raw).__name__}")
+    return DecoderSpec.from_hf_config(SimpleNamespace(**raw))
 
 
 # Published shapes, for the CLI's --preset and quick what-ifs.
