@@ -210,6 +210,12 @@ def test_bad_arguments_raise_clear_errors(policy, kwargs, error, match):
         checkpointing.apply(make_model(), policy, **kwargs)
 
 
+def test_a_plan_for_another_model_is_rejected():
+    other = checkpointing.plan(ReferenceDecoder(DecoderSpec(**{**SPEC.to_dict(), "layers": 6}), SEQ), "every_block")
+    with pytest.raises(ValueError, match="CheckpointPlan"):
+        checkpointing.apply(make_model(), other)
+
+
 def test_bad_budget_arguments():
     with pytest.raises(ValueError, match="max_bytes"):
         MemoryBudget(-1)

@@ -71,14 +71,16 @@ def apply(model: nn.Module, policy: Any = "every_block", *, blocks: Any = None, 
     """Checkpoint the blocks ``policy`` selects, in place; returns ``model``.
 
     ``policy``: ``"every_block"``, ``"none"``, ``"every_<k>"`` or an int k
-    (blocks 0, k, 2k, ...), a policy object, or a :class:`CheckpointPlan`.
+    (blocks 0, k, 2k, ...), a policy object, or a :class:`CheckpointPlan`
+    (whose block names are looked up in ``model``; ``blocks`` is then unused).
     """
     if not isinstance(offload, bool):
         raise TypeError(f"offload: expected a bool, got {offload!r}")
     chosen = policy if isinstance(policy, CheckpointPlan) else plan(model, policy, blocks=blocks)
-    modules = dict(find_blocks(model, blocks))
-    if tuple(modules) != chosen.block_names:
-        raise ValueError("policy: the CheckpointPlan was made for other blocks than this model's")
+    try:
+        modules = {name: model.get_submodule(name) for name in chosen.block_names}
+    except AttributeError as exc:
+        raise ValueError(f"policy: the CheckpointPlan names a block this model lacks: {exc}") from None
     if any(config_of(module) is not None for module in modules.values()):
         raise ValueError("model: checkpointing is already applied; call shardkit.checkpointing.remove(model) first")
     for name, module in modules.items():
