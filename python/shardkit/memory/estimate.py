@@ -1,0 +1,315 @@
+"""Per-rank memory estimate: model states, activations and communication buffers.
+
+Model states follow the ZeRO paper's accounting. With mixed-precision AdamW a
+parameter costs 2 (bf16 weight) + 2 (bf16 grad) + 4 (fp32 master) + 4 + 4
+(fp32 moments) = 16 bytes; SGD with momentum 12; fp32 AdamW also 16 (the
+weights are their own master) but its activations take 4 bytes, not 2.
+Sharding divides what each strategy shards by the shard degree:
+NO_SHARD (DDP) nothing, SHARD_GRAD_OP (ZeRO-2) grads, masters and moments,
+FULL_SHARD (ZeRO-3) everything, HYBRID like FULL_SHARD within a host.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from shardkit.checkpointing.policy import MemoryBudget, parse_policy, policy_label, static_selection
+from shardkit.memory import activations
+from shardkit.memory.report import format_bytes, format_table
+from shardkit.memory.spec import DecoderSpec
+
+PRECISIONS = {"fp32": 4, "bf16": 2, "fp16": 2}
+OPTIMIZERS = ("adamw", "sgd")
+_STRATEGY_ALIASES = {
+    "NO_SHARD": "NO_SHARD",
+    "DDP": "NO_SHARD",
+    "SHARD_GRAD_OP": "SHARD_GRAD_OP",
+    "ZERO2": "SHARD_GRAD_OP",
+    "FULL_SHARD": "FULL_SHARD",
+    "ZERO3": "FULL_SHARD",
+    "HYBRID": "HYBRID",
+    "HYBRID_SHARD": "HYBRID",
+}
+STRATEGIES = ("NO_SHARD", "SHARD_GRAD_OP", "FULL_SHARD", "HYBRID")
+MASTER_BYTES = 4  # fp32 master weights and optimizer state
+DEFAULT_BUCKET_BYTES = 25 * 2**20  # DDP's default gradient bucket
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One line of the breakdown."""
+
+    name: str  # params, grads, master_weights, optimizer_state, activations, comm_buffers
+    bytes: int  # bytes per rank
+    explanation: str  # one line: what is held and why this size
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Per-rank memory breakdown; ``str()`` is the CLI table, ``to_dict()`` feeds reports and plots."""
+
+    items: tuple[MemoryItem, ...]
+    params: int  # parameters in the model (all ranks together)
+    trainable_params: int  # of which have gradients and optimizer state
+    inputs: dict[str, Any] = field(default_factory=dict)  # the arguments the estimate was made for
+
+    def __getitem__(self, name: str) -> int:
+        for item in self.items:
+            if item.name == name:
+                return item.bytes
+        raise KeyError(f"{name!r}: expected one of {[item.name for item in self.items]}")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.bytes for item in self.items)
+
+    @property
+    def model_state_bytes(self) -> int:
+        """Params, grads, master weights and optimizer state: what sharding divides."""
+        return sum(self[name] for name in ("params", "grads", "master_weights", "optimizer_state"))
+
+    @property
+    def model_state_bytes_per_param(self) -> float:
+        """Model-state bytes per rank divided by the model's parameter count."""
+        return self.model_state_bytes / self.params if self.params else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": dict(self.inputs),
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "items": [{"name": i.name, "bytes": i.bytes, "explanation": i.explanation} for i in self.items],
+            "model_state_bytes": self.model_state_bytes,
+            "model_state_bytes_per_param": self.model_state_bytes_per_param,
+            "total_bytes": self.total_bytes,
+        }
+
+    def table(self) -> str:
+        return format_table(self)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _strategy_name(strategy: Any) -> str:
+    raw = getattr(strategy, "name", strategy)  # accepts an enum member, e.g. a future fsdp.ShardingStrategy
+    key = str(raw).strip().upper().replace("-", "").replace(" ", "_")
+    key = {"ZERO_2": "ZERO2", "ZERO_3": "ZERO3"}.get(key, key)
+    if key not in _STRATEGY_ALIASES:
+        raise ValueError(f"strategy: expected one of {sorted(_STRATEGY_ALIASES)}, got {strategy!r}")
+    return _STRATEGY_ALIASES[key]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class _ModelFacts:
+    params: int
+    trainable: int
+    unit_params: int | None  # parameters of the largest sharding unit, None if unknown
+    spec: DecoderSpec | None
+
+
+def _facts(model: Any, unit_params: int | None) -> _ModelFacts:
+    if isinstance(model, DecoderSpec):
+        unit = unit_params or max(model.block_params, model.root_params)
+        return _ModelFacts(model.params, model.params, unit, model)
+    if isinstance(model, nn.Module):
+        return _module_facts(model, unit_params)
+    if isinstance(model, (int, float)) and not isinstance(model, bool) and model >= 1 and float(model).is_integer():
+        return _ModelFacts(int(model), int(model), unit_params, None)
+    raise TypeError(f"model: expected a parameter count, a DecoderSpec or an nn.Module, got {model!r}")
+
+
+def _module_facts(module: nn.Module, unit_params: int | None) -> _ModelFacts:
+    # Unique parameters, so tied weights count once; numel works on the meta device.
+    unique = {id(p): p for p in module.parameters()}
+    params = sum(p.numel() for p in unique.values())
+    trainable = sum(p.numel() for p in unique.values() if p.requires_grad)
+    spec = getattr(module, "spec", None)
+    if not isinstance(spec, DecoderSpec):
+        config = getattr(module, "config", None)
+        spec = DecoderSpec.from_hf_config(config) if hasattr(config, "num_hidden_layers") else None
+    if unit_params is None:
+        stack = next((m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m)), None)
+        if stack is not None:
+            blocks = [sum(p.numel() for p in block.parameters()) for block in stack]
+            unit_params = max(max(blocks), params - sum(blocks))
+    return _ModelFacts(params, trainable, unit_params, spec)
+
+
+def estimate(
+    model: Any,
+    *,
+    optimizer: str = "adamw",
+    precision: str = "bf16",
+    strategy: Any = "NO_SHARD",
+    world_size: int = 1,
+    host_size: int | None = None,
+    batch: int = 1,
+    seq_len: int = 2048,
+    checkpointing: Any = "none",
+    sgd_momentum: bool = True,
+    unit_params: int | None = None,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+) -> MemoryEstimate:
+    """Estimate the memory one rank holds during a training step.
+
+    ``model`` is a parameter count, a :class:`DecoderSpec`, or an ``nn.Module``
+    (meta-device modules work: only shapes are read). Activations are estimated
+    when the shape is known (a spec, a module with a ``spec`` attribute or a
+    Llama-style Hugging Face ``config``); ``batch`` is the per-rank micro-batch.
+    ``precision`` is ``fp32`` or mixed ``bf16``/``fp16`` (half-precision
+    weights, grads and activations, fp32 masters and optimizer state).
+    ``checkpointing`` is ``"none"``, ``"every_block"``, an int k (every k-th
+    block), a policy from :mod:`shardkit.checkpointing`, or a
+    ``CheckpointPlan`` (what a MemoryBudget chose). ``unit_params`` is
+    the largest sharding unit (default: the largest block, or the root).
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
+    strategy_name = _strategy_name(strategy)
+    world_size, batch, seq_len = (
+        _positive_int(n, v) for n, v in (("world_size", world_size), ("batch", batch), ("seq_len", seq_len))
+    )
+    if unit_params is not None:
+        _positive_int("unit_params", unit_params)
+    _positive_int("bucket_bytes", bucket_bytes)
+    if strategy_name == "HYBRID":
+        if host_size is None or _positive_int("host_size", host_size) > world_size or world_size % host_size:
+            raise ValueError(f"host_size: HYBRID needs a divisor of world_size={world_size}, got {host_size!r}")
+    policy = _checkpoint_selection(checkpointing)
+    facts = _facts(model, unit_params)
+
+    shard = {"NO_SHARD": 1, "SHARD_GRAD_OP": world_size, "FULL_SHARD": world_size, "HYBRID": host_size}[strategy_name]
+    param_shard = shard if strategy_name in ("FULL_SHARD", "HYBRID") else 1
+    state_shard = shard  # grads, masters and moments
+    weight_bytes = PRECISIONS[precision]
+    mixed = precision != "fp32"
+    state_per_param = 8 if optimizer == "adamw" else 4 * bool(sgd_momentum)
+    where = f"/ {shard} ranks ({strategy_name})" if shard > 1 else f"on every rank ({strategy_name})"
+    pad = " + padding of at most shard-1 elements per unit" if shard > 1 else ""
+
+    def per_rank(count: int, nbytes: int, degree: int) -> int:
+        return math.ceil(count * nbytes / degree)
+
+    items = [
+        MemoryItem(
+            "params",
+            per_rank(facts.params, weight_bytes, param_shard),
+            f"{precision} weights, {weight_bytes} B x {facts.params:,} params "
+            + (f"/ {param_shard} ranks{pad}" if param_shard > 1 else "on every rank")
+            + ("; gathered per unit for compute (see comm_buffers)" if param_shard > 1 else ""),
+        ),
+        MemoryItem(
+            "grads",
+            per_rank(facts.trainable, weight_bytes, state_shard),
+            f"{precision} gradients, {weight_bytes} B x {facts.trainable:,} trainable params {where}",
+        ),
+        MemoryItem(
+            "master_weights",
+            per_rank(facts.trainable, MASTER_BYTES, state_shard) if mixed else 0,
+            f"fp32 copy the optimizer updates, 4 B x trainable params {where}"
+            if mixed
+            else "none: fp32 weights are their own master copy",
+        ),
+        MemoryItem(
+            "optimizer_state",
+            per_rank(facts.trainable, state_per_param, state_shard),
+            (
+                f"AdamW exp_avg + exp_avg_sq, 4 + 4 B fp32 {where}"
+                if optimizer == "adamw"
+                else (f"SGD momentum buffer, 4 B fp32 {where}" if sgd_momentum else "none: SGD without momentum")
+            ),
+        ),
+        _activation_item(facts.spec, policy, batch, seq_len, weight_bytes, precision),
+        _comm_item(strategy_name, facts, world_size, shard, weight_bytes, bucket_bytes),
+    ]
+    inputs = {
+        "optimizer": optimizer,
+        "precision": precision,
+        "strategy": strategy_name,
+        "world_size": world_size,
+        "host_size": host_size,
+        "batch": batch,
+        "seq_len": seq_len,
+        "checkpointing": policy.label,
+        "sgd_momentum": sgd_momentum,
+        "unit_params": facts.unit_params,
+        "bucket_bytes": bucket_bytes,
+        "spec": facts.spec.to_dict() if facts.spec else None,
+    }
+    return MemoryEstimate(tuple(items), facts.params, facts.trainable, inputs)
+
+
+@dataclass(frozen=True)
+class _Selection:
+    label: str  # none, every_block, every_<k>, plan_<n>_of_<blocks>
+    count: Callable[[int], int]  # number of blocks -> how many are checkpointed
+
+
+def _checkpoint_selection(checkpointing: Any) -> _Selection:
+    """A static policy, or a CheckpointPlan (e.g. what a MemoryBudget chose)."""
+    if hasattr(checkpointing, "checkpointed") and hasattr(checkpointing, "block_names"):
+        chosen, total = len(checkpointing.checkpointed), len(checkpointing.block_names)
+        return _Selection(f"plan_{chosen}_of_{total}", lambda _blocks: chosen)
+    policy = parse_policy(checkpointing)
+    if isinstance(policy, MemoryBudget):
+        raise ValueError(
+            "checkpointing: MemoryBudget needs a probe forward; pass shardkit.checkpointing.plan(...)'s result"
+        )
+    return _Selection(policy_label(policy), lambda blocks: len(static_selection(policy, blocks)))
+
+
+def _activation_item(spec, policy, batch: int, seq_len: int, act_bytes: int, precision: str) -> MemoryItem:
+    if spec is None:
+        return MemoryItem("activations", 0, "not estimated: the model's shape is unknown (pass a DecoderSpec)")
+    tokens = batch * seq_len
+    ckpt = policy.count(spec.layers)
+    parts = activations.activation_bytes(spec, tokens, act_bytes, ckpt)
+    how = f"{ckpt} of {spec.layers} blocks checkpointed (keep only their input)" if ckpt else "no checkpointing"
+    return MemoryItem(
+        "activations",
+        sum(parts.values()),
+        f"saved for backward, {precision} ({act_bytes} B) at {batch}x{seq_len} tokens, {how}; "
+        f"head with fp32 log-softmax {format_bytes(parts['head'])}",
+    )
+
+
+def _comm_item(strategy: str, facts: _ModelFacts, world_size: int, shard: int, nbytes: int, bucket: int) -> MemoryItem:
+    if world_size == 1:
+        return MemoryItem("comm_buffers", 0, "one rank: nothing to communicate")
+    if strategy == "NO_SHARD":
+        held = min(2 * bucket, facts.trainable * nbytes)
+        return MemoryItem(
+            "comm_buffers",
+            held,
+            f"two {format_bytes(bucket)} gradient buckets in flight (all-reduce overlapped with backward)",
+        )
+    unit = facts.unit_params if facts.unit_params is not None else facts.params
+    unit_note = (
+        "" if facts.unit_params is not None else " (unit size unknown: the whole model as one unit; pass unit_params)"
+    )
+    grads = unit * nbytes  # full gradients of one unit, input of its reduce-scatter
+    if strategy == "SHARD_GRAD_OP":
+        return MemoryItem(
+            "comm_buffers", grads, f"full grads of the largest unit ({unit:,} params) before reduce-scatter{unit_note}"
+        )
+    gathered = 2 * unit * nbytes  # the unit computing and the next one prefetched
+    held = gathered + grads
+    text = f"largest unit ({unit:,} params) gathered + the next prefetched, and its full grads for reduce-scatter{unit_note}"
+    if strategy == "HYBRID":
+        held += math.ceil(grads / shard)
+        text += "; plus its grad shard all-reduced across hosts"
+    return MemoryItem("comm_buffers", held, text)

@@ -1,0 +1,117 @@
+"""Count the bytes a training step really holds, to check the estimate.
+
+Model states: unique storages of parameters, their ``.grad`` and the
+optimizer's state tensors. Activations: unique storages that autograd saves
+for backward, seen through ``torch.autograd.graph.saved_tensors_hooks``.
+Storages are keyed by their C++ storage object, so views of one buffer count
+once and meta-device tensors (which all have data pointer 0) still count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage()._cdata
+
+
+def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (a view costs its whole storage)."""
+    seen: dict[int, int] = {}
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor):
+            seen[_storage_key(tensor)] = tensor.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every tensor in ``optimizer.state`` (moments, momentum buffers, step counters)."""
+    return [value for state in optimizer.state.values() for value in state.values() if isinstance(value, torch.Tensor)]
+
+
+def model_state_bytes(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None, master_weights: Iterable[torch.Tensor] = ()
+) -> dict[str, int]:
+    """Measured bytes of params, grads, master weights and optimizer state.
+
+    ``master_weights`` are fp32 copies a mixed-precision loop keeps outside the
+    model (their own ``.grad`` is not counted: it is transient in such loops).
+    """
+    params = list({id(p): p for p in model.parameters()}.values())
+    masters = list(master_weights)
+    return {
+        "params": unique_storage_bytes(params),
+        "grads": unique_storage_bytes(p.grad for p in params if p.grad is not None),
+        "master_weights": unique_storage_bytes(masters),
+        "optimizer_state": unique_storage_bytes(optimizer_state_tensors(optimizer)) if optimizer else 0,
+    }
+
+
+class SavedActivationCounter:
+    """Context manager counting the distinct storages autograd saves for backward.
+
+    Parameters and buffers of ``exclude`` are not activations and are skipped.
+    Only storages still alive when read are counted, so a graph dropped inside
+    the context does not inflate the total. Inside a region that installs its
+    own hooks (a checkpointed block), only what that region keeps through the
+    outer hooks is seen, which for non-reentrant checkpointing is its inputs:
+    exactly the memory it holds.
+
+        with SavedActivationCounter(exclude=model) as saved:
+            loss = model(x)
+        saved.bytes
+    """
+
+    def __init__(self, exclude: nn.Module | Iterable[torch.Tensor] | None = None):
+        if isinstance(exclude, nn.Module):
+            tensors: Iterable[Any] = [*exclude.parameters(), *exclude.buffers()]
+        else:
+            tensors = exclude or ()
+        self._excluded = {_storage_key(t) for t in tensors}
+        self._seen: dict[int, tuple[StorageWeakRef, int, str]] = {}
+        self._tag = ""
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda saved: saved)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(tensor)
+        if key not in self._excluded:
+            known = self._seen.get(key)
+            if known is None or known[0].expired():  # a freed storage's key can be reused
+                storage = tensor.untyped_storage()
+                self._seen[key] = (StorageWeakRef(storage), storage.nbytes(), self._tag)
+        # Returning ``tensor`` itself would make a saved output own its own
+        # grad_fn: a reference cycle through C++ that is never freed. A detached
+        # alias shares the storage; autograd restores the graph links on unpack.
+        return tensor.detach()
+
+    def set_tag(self, tag: str) -> None:
+        """Attribute storages first saved from now on to ``tag`` (e.g. a block name)."""
+        self._tag = tag
+
+    def __enter__(self) -> SavedActivationCounter:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._hooks.__exit__(*exc)
+
+    def _live(self) -> list[tuple[int, str]]:
+        return [(nbytes, tag) for ref, nbytes, tag in self._seen.values() if not ref.expired()]
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the saved storages that are still alive."""
+        return sum(nbytes for nbytes, _ in self._live())
+
+    def bytes_by_tag(self) -> dict[str, int]:
+        """Alive saved bytes grouped by the tag that was set when each was first saved."""
+        totals: dict[str, int] = {}
+        for nbytes, tag in self._live():
+            totals[tag] = totals.get(tag, 0) + nbytes
+        return totals
