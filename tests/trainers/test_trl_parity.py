@@ -37,8 +37,11 @@ def _ours(trainer_cls, config_cls, model, tok, records, tmp_path, **kw):
 
 def _trl(trainer_cls, config_cls, model, tok, records, tmp_path, **kw):
     args = config_cls(output_dir=str(tmp_path / "trl"), **COMMON, **TRL_ONLY, **kw)
+    extra = {}
+    if trainer_cls is not trl.SFTTrainer and not kw.get("precompute_ref_log_probs"):
+        extra["ref_model"] = copy.deepcopy(model)  # TRL would load it from the hub by name
     trainer = trainer_cls(model=model, args=args, train_dataset=datasets.Dataset.from_list(records),
-                          processing_class=tok)
+                          processing_class=tok, **extra)
     trainer.train()
     return [h for h in trainer.state.log_history if "loss" in h]
 
