@@ -3,8 +3,10 @@
 // (csrc/cpu/simd_*.h), and the CUDA kernel uses float on the device. A vector
 // type must provide + - * /, vsqrt, vmax and construction from a float.
 //
-// The operation order follows torch's fused Adam kernel, so results agree
-// with torch.optim.AdamW(fused=True) to fp32 rounding.
+// The operation order is the one of the plain-torch reference kernels in
+// python/shardkit/ops/optim.py, so that, with FMA contraction off, native and
+// reference results are bitwise equal; they agree with torch.optim.AdamW to
+// fp32 rounding.
 #pragma once
 
 #include <math.h>
@@ -28,7 +30,7 @@ struct AdamConsts {
   float beta1, one_minus_beta1;
   float beta2, one_minus_beta2;
   float step_size;         // lr / (1 - beta1^t)
-  float bias2_sqrt;        // sqrt(1 - beta2^t)
+  float inv_bias2_sqrt;    // 1 / sqrt(1 - beta2^t), rounded to fp32 first as torch's division by a scalar does
   float eps;
   float weight_decay;      // L2 coefficient added to the gradient (Adam)
   float decay_factor;      // 1 - lr * weight_decay (AdamW), 1 otherwise
@@ -46,7 +48,7 @@ SHARDKIT_HD AdamConsts make_adam_consts(double lr, double beta1, double beta2, d
   c.one_minus_beta2 = static_cast<float>(1.0 - beta2);
   // double here, as torch does, so long runs get the same bias correction.
   c.step_size = static_cast<float>(lr / (1.0 - ::pow(beta1, step)));
-  c.bias2_sqrt = static_cast<float>(::sqrt(1.0 - ::pow(beta2, step)));
+  c.inv_bias2_sqrt = 1.0f / static_cast<float>(::sqrt(1.0 - ::pow(beta2, step)));
   c.eps = static_cast<float>(eps);
   c.weight_decay = decoupled ? 0.0f : static_cast<float>(weight_decay);
   c.decay_factor = decoupled ? static_cast<float>(1.0 - lr * weight_decay) : 1.0f;
@@ -75,7 +77,7 @@ SHARDKIT_HD void adam_update(V& param, V& exp_avg, V& exp_avg_sq, V& max_exp_avg
     max_exp_avg_sq = vmax(max_exp_avg_sq, exp_avg_sq);
     second = max_exp_avg_sq;
   }
-  V denom = vsqrt(second) / V(c.bias2_sqrt) + V(c.eps);
+  V denom = vsqrt(second) * V(c.inv_bias2_sqrt) + V(c.eps);
   param = param - V(c.step_size) * exp_avg / denom;
 }
 

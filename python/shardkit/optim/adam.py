@@ -1,0 +1,161 @@
+"""FusedAdam and FusedAdamW: drop-ins for torch.optim.Adam / AdamW.
+
+Same constructor, param_groups, state_dict keys (per-parameter fp32 ``step``
+tensors, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` with amsgrad), LR
+scheduler and GradScaler support. Each step is one native call per (device,
+param dtype, grad dtype) group, one pass over memory.
+
+bf16/fp16 parameters get an fp32 ``master_param`` and fp32 moments in their
+state: the update happens in fp32 and the parameter receives the rounded
+result, so small updates are not lost to bf16's 8-bit mantissa.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shardkit.optim import _mixed_precision as mp
+
+
+class FusedAdam(torch.optim.Optimizer):
+    """Adam with L2 weight decay (``decoupled_weight_decay=False``) or AdamW.
+
+    Args are those of :class:`torch.optim.Adam`. ``foreach`` and ``fused`` are
+    accepted for compatibility and ignored (this optimizer is always fused);
+    ``capturable`` and ``differentiable`` are not supported.
+    """
+
+    _step_supports_amp_scaling = True  # GradScaler passes grad_scale/found_inf
+
+    def __init__(
+        self,
+        params,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError(f"lr: expected a float or a one-element tensor, got shape {tuple(lr.shape)}")
+        if not 0.0 <= float(lr):
+            raise ValueError(f"lr: expected >= 0, got {float(lr)}")
+        if not 0.0 <= eps:
+            raise ValueError(f"eps: expected >= 0, got {eps}")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+        for index, beta in enumerate(betas):
+            if not 0.0 <= float(beta) < 1.0:
+                raise ValueError(f"betas[{index}]: expected 0 <= beta < 1, got {float(beta)}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
+        if capturable:
+            raise ValueError("capturable: CUDA-graph capture is not supported by shardkit's fused Adam")
+        if differentiable:
+            raise ValueError("differentiable: not supported by shardkit's fused Adam")
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+            foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults)
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        gi = len(self.param_groups) - 1
+        for pi, p in enumerate(self.param_groups[gi]["params"]):
+            mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
+
+    def _state_of(self, p: torch.Tensor, amsgrad: bool) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = mp.fp32_zeros_like(p)
+            state["exp_avg_sq"] = mp.fp32_zeros_like(p)
+            if mp.is_low_precision(p):
+                state["master_param"] = p.detach().float()
+        if amsgrad and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = mp.fp32_zeros_like(p)
+        if mp.is_low_precision(p) and "master_param" not in state:
+            # State loaded from torch.optim has no master: start from the parameter.
+            state["master_param"] = p.detach().float()
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs one optimization step; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            amsgrad = group["amsgrad"]
+            items = []
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                g = mp.grad_of(p, f"param_groups[{gi}]['params'][{pi}]")
+                items.append((p, g, self._state_of(p, amsgrad)))
+            beta1, beta2 = group["betas"]
+            for (device, _, _), bucket in mp.group_by_bucket(items).items():
+                grad_scale, found_inf = mp.amp_tensors(self, device)
+                states = [s for _, _, s in bucket]
+                torch.ops.shardkit.fused_adam_(
+                    [p for p, _, _ in bucket],
+                    [g for _, g, _ in bucket],
+                    [s["master_param"] for s in states if "master_param" in s],
+                    [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states],
+                    [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+                    [s["step"] for s in states],
+                    float(group["lr"]),
+                    float(beta1),
+                    float(beta2),
+                    float(group["eps"]),
+                    float(group["weight_decay"]),
+                    amsgrad,
+                    group["maximize"],
+                    group["decoupled_weight_decay"],
+                    grad_scale,
+                    found_inf,
+                )
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads state saved by this class or by torch.optim.Adam/AdamW, keeping fp32 state in fp32."""
+        super().load_state_dict(state_dict)
+        mp.restore_fp32_state(self, state_dict)
+
+
+class FusedAdamW(FusedAdam):
+    """AdamW (decoupled weight decay, default 1e-2): a drop-in for :class:`torch.optim.AdamW`."""
+
+    def __init__(
+        self,
+        params,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+            capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
+        )

@@ -1,0 +1,121 @@
+"""FusedSGD: a drop-in for torch.optim.SGD (momentum, dampening, nesterov,
+weight decay, maximize), one native call per (device, dtype) group.
+
+With bf16 parameters it holds 12 bytes per parameter: 2 (param) + 2 (grad) +
+4 (fp32 master) + 4 (fp32 momentum buffer).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shardkit.optim import _mixed_precision as mp
+
+
+class FusedSGD(torch.optim.Optimizer):
+    """SGD with the arguments and state_dict of :class:`torch.optim.SGD`.
+
+    ``foreach`` and ``fused`` are accepted for compatibility and ignored;
+    ``differentiable`` is not supported.
+    """
+
+    _step_supports_amp_scaling = True
+
+    def __init__(
+        self,
+        params,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError(f"lr: expected a float or a one-element tensor, got shape {tuple(lr.shape)}")
+        if float(lr) < 0.0:
+            raise ValueError(f"lr: expected >= 0, got {float(lr)}")
+        if momentum < 0.0:
+            raise ValueError(f"momentum: expected >= 0, got {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
+        if differentiable:
+            raise ValueError("differentiable: not supported by shardkit's fused SGD")
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
+        )
+        super().__init__(params, defaults)
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        gi = len(self.param_groups) - 1
+        for pi, p in enumerate(self.param_groups[gi]["params"]):
+            mp.check_param(p, f"param_groups[{gi}]['params'][{pi}]")
+
+    def _state_of(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if mp.is_low_precision(p) and "master_param" not in state:
+            state["master_param"] = p.detach().float()
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs one optimization step; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            momentum = float(group["momentum"])
+            items = []
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                g = mp.grad_of(p, f"param_groups[{gi}]['params'][{pi}]")
+                items.append((p, g, self._state_of(p)))
+            for (device, _, _), bucket in mp.group_by_bucket(items).items():
+                grad_scale, found_inf = mp.amp_tensors(self, device)
+                # Parameters without a momentum buffer yet start it from their
+                # gradient (torch's rule): they go in a call of their own.
+                fresh = [b for b in bucket if b[2].get("momentum_buffer") is None]
+                seasoned = [b for b in bucket if b[2].get("momentum_buffer") is not None]
+                for first_step, part in ((True, fresh), (False, seasoned)):
+                    if not part:
+                        continue
+                    states = [s for _, _, s in part]
+                    if momentum != 0 and first_step:
+                        if found_inf is not None and found_inf.item() != 0:
+                            continue  # a skipped step must not start the buffers either
+                        for p, _, s in part:
+                            s["momentum_buffer"] = mp.fp32_zeros_like(p)
+                    torch.ops.shardkit.fused_sgd_(
+                        [p for p, _, _ in part],
+                        [g for _, g, _ in part],
+                        [s["master_param"] for s in states if "master_param" in s],
+                        [s["momentum_buffer"] for s in states] if momentum != 0 else [],
+                        float(group["lr"]),
+                        momentum,
+                        float(group["dampening"]),
+                        float(group["weight_decay"]),
+                        bool(group["nesterov"]),
+                        bool(group["maximize"]),
+                        first_step and momentum != 0,
+                        grad_scale,
+                        found_inf,
+                    )
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads state saved by this class or by torch.optim.SGD, keeping fp32 state in fp32."""
+        super().load_state_dict(state_dict)
+        mp.restore_fp32_state(self, state_dict)
