@@ -76,3 +76,12 @@ def make_records(kind: str, n: int, seed: int = 0, conversational: bool = False)
 @pytest.fixture
 def tokenizer():
     return make_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread, and the test machine's cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
