@@ -12,11 +12,19 @@ def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     mask; both our GPT and HF models then keep attention inside each document.
     """
     kwargs = {"input_ids": batch["input_ids"]}
-    if "attention_mask" in batch:
-        kwargs["attention_mask"] = batch["attention_mask"]
+    mask = batch.get("attention_mask")
+    # Right padding needs no mask under causal attention: a real token only sees earlier positions, which are
+    # all real. Dropping it lets SDPA take its is_causal path instead of a materialised (B, 1, T, T) mask.
+    if mask is not None and not is_right_padded(mask):
+        kwargs["attention_mask"] = mask
     if "position_ids" in batch:
         kwargs["position_ids"] = batch["position_ids"]
     return model(**kwargs, use_cache=False).logits
+
+
+def is_right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of ``mask`` (B, T) is ones followed by zeros."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
