@@ -170,6 +170,11 @@ def test_bad_configs_and_inputs_raise_clear_errors(tmp_path):
         SFTTrainer(_gpt(tok), args=DPOConfig(), train_dataset=make_records("text", 2), processing_class=tok)
     with pytest.raises(ValueError, match="processing_class is required"):
         SFTTrainer(_gpt(tok), args=SFTConfig(), train_dataset=make_records("text", 2))
+    with pytest.raises(ValueError, match=r"list row 1: missing field 'completion'"):
+        SFTTrainer(_gpt(tok), args=SFTConfig(), train_dataset=[{"prompt": "a", "completion": "b"}, {"prompt": "c"}],
+                   processing_class=tok)
+    with pytest.raises(ValueError, match=r"row 0: cannot tell the dataset kind"):
+        SFTTrainer(_gpt(tok), args=SFTConfig(), train_dataset=[{"txt": "a"}], processing_class=tok)
     with pytest.raises(ValueError, match="missing field 'rejected'"):
         DPOTrainer(_gpt(tok), args=DPOConfig(), train_dataset=[{"prompt": "a", "chosen": "b"}], processing_class=tok)
 

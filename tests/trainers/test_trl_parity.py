@@ -70,6 +70,17 @@ def test_sft_matches_trl(tmp_path, packing):
                                        "entropy"])
 
 
+@pytest.mark.parametrize("assistant_only", [False, True])
+def test_sft_conversational_messages_match_trl(tmp_path, assistant_only):
+    tok = make_tokenizer()
+    records = make_records("messages", 8, seed=4, conversational=True)
+    model = make_llama(len(tok), seed=4)
+    kw = dict(max_length=64, assistant_only_loss=assistant_only)
+    ours = _ours(sk.SFTTrainer, sk.SFTConfig, copy.deepcopy(model), tok, records, tmp_path, **kw)
+    theirs = _trl(trl.SFTTrainer, trl.SFTConfig, model, tok, records, tmp_path, **kw)
+    assert_same_history(ours, theirs, ["loss", "grad_norm", "num_tokens", "mean_token_accuracy"])
+
+
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "robust"])
 def test_dpo_matches_trl(tmp_path, loss_type):
     tok = make_tokenizer()

@@ -52,8 +52,20 @@ def is_conversational(record: Mapping[str, Any]) -> bool:
     return False
 
 
-def check_record(record: Any, kind: str, where: str) -> dict[str, Any]:
+def detect_kind(record: Any, kinds: tuple[str, ...], where: str) -> str:
+    """The first of ``kinds`` whose leading field the record has (``prompt`` -> prompt/completion, ...)."""
+    if isinstance(record, Mapping):
+        for kind in kinds:
+            if KIND_FIELDS[kind][0] in record:
+                return kind
+    expected = " or ".join(repr(KIND_FIELDS[k][0]) for k in kinds)
+    raise DataFormatError(f"{where}: cannot tell the dataset kind: expected a field {expected}")
+
+
+def check_record(record: Any, kind: str | tuple[str, ...], where: str) -> dict[str, Any]:
     """Validate one record of ``kind``; ``where`` (e.g. ``"data.jsonl line 3"``) goes in errors."""
+    if isinstance(kind, tuple):
+        kind = detect_kind(record, kind, where)
     if kind not in KIND_FIELDS:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(KIND_FIELDS)}")
     if not isinstance(record, Mapping):
@@ -76,8 +88,11 @@ def check_record(record: Any, kind: str, where: str) -> dict[str, Any]:
     return dict(record)
 
 
-def read_jsonl(path: str | os.PathLike, kind: str) -> list[dict[str, Any]]:
-    """All records of a JSONL file, each checked as ``kind``. Blank lines are skipped."""
+def read_jsonl(path: str | os.PathLike, kind: str | tuple[str, ...]) -> list[dict[str, Any]]:
+    """All records of a JSONL file, each checked as ``kind``. Blank lines are skipped.
+
+    With a tuple of kinds, the first record decides which one (``detect_kind``).
+    """
     records = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
@@ -88,16 +103,19 @@ def read_jsonl(path: str | os.PathLike, kind: str) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if isinstance(kind, tuple):
+                kind = detect_kind(record, kind, where)
             records.append(check_record(record, kind, where))
     if not records:
         raise DataFormatError(f"{os.fspath(path)}: no records")
     return records
 
 
-def load_records(source: Any, kind: str) -> list[dict[str, Any]]:
+def load_records(source: Any, kind: str | tuple[str, ...]) -> list[dict[str, Any]]:
     """Records from a JSONL path, a Hugging Face ``datasets.Dataset``, or a list of dicts.
 
-    Every record is checked as ``kind`` (see the module docstring).
+    Every record is checked as ``kind`` (see the module docstring); with a
+    tuple of kinds, the first record decides which one.
     """
     if isinstance(source, (str, os.PathLike)):
         return read_jsonl(source, kind)
@@ -105,7 +123,11 @@ def load_records(source: Any, kind: str) -> list[dict[str, Any]]:
         raise TypeError(f"dataset must be a JSONL path, a datasets.Dataset or a list of dicts, "
                         f"got {type(source).__name__}")
     name = type(source).__name__
-    records = [check_record(r, kind, f"{name} row {i}") for i, r in enumerate(source)]
+    records = []
+    for i, r in enumerate(source):
+        if isinstance(kind, tuple):
+            kind = detect_kind(r, kind, f"{name} row {i}")
+        records.append(check_record(r, kind, f"{name} row {i}"))
     if not records:
         raise DataFormatError(f"{name}: no records")
     return records

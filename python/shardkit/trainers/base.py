@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from shardkit.data import load_records
+from shardkit.data.records import detect_kind
 from shardkit.trainers import checkpoint
 from shardkit.trainers.config import TrainingConfig
 from shardkit.trainers.metrics_log import MetricsLog
@@ -106,19 +107,12 @@ class BaseTrainer:
 
     # -- data -----------------------------------------------------------------
     def _records(self, dataset) -> list[dict]:
-        if isinstance(dataset, list) and dataset and "input_ids" in dataset[0]:
+        if isinstance(dataset, list) and dataset and isinstance(dataset[0], dict) \
+                and ("input_ids" in dataset[0] or "prompt_ids" in dataset[0]):
             return dataset  # already tokenized
-        last_error = None
-        for kind in self.dataset_kinds:
-            try:
-                records = load_records(dataset, kind)
-                self.dataset_kind = kind
-                return records
-            except ValueError as exc:
-                last_error = exc
-                if "missing field" not in str(exc) or len(self.dataset_kinds) == 1:
-                    raise
-        raise last_error
+        records = load_records(dataset, self.dataset_kinds)
+        self.dataset_kind = detect_kind(records[0], self.dataset_kinds, "dataset")
+        return records
 
     @property
     def batches_per_epoch(self) -> int:
