@@ -28,9 +28,9 @@ SKIP = {"epoch", "step", "train_runtime", "train_samples_per_second", "train_ste
         "train_loss"}
 
 
-def _ours(trainer_cls, config_cls, model, tok, records, tmp_path, **kw):
+def _ours(trainer_cls, config_cls, model, tok, records, tmp_path, optim="adamw_torch", **kw):
     args = config_cls(output_dir=str(tmp_path / "ours"), shuffle=False, report_to=[], disable_tqdm=True,
-                      **COMMON, **kw)
+                      **{**COMMON, "optim": optim}, **kw)
     trainer = trainer_cls(model, args=args, train_dataset=records, processing_class=tok)
     return trainer.train().log_history
 
@@ -58,13 +58,15 @@ def assert_same_history(ours, theirs, required):
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), f"step {step} {key}: ours {a[key]} vs TRL {b[key]}"
 
 
-@pytest.mark.parametrize("packing", [False, True])
-def test_sft_matches_trl(tmp_path, packing):
+@pytest.mark.parametrize("packing,optim", [(False, "adamw_torch"), (True, "adamw_torch"),
+                                           pytest.param(False, "adamw_fused", marks=pytest.mark.native)])
+def test_sft_matches_trl(tmp_path, packing, optim):
+    """Our fused AdamW against TRL's torch AdamW too: the same update within tolerance."""
     tok = make_tokenizer()
     records = make_records("prompt_completion", 12)
     model = make_llama(len(tok))
     kw = dict(max_length=24 if packing else 64, packing=packing)
-    ours = _ours(sk.SFTTrainer, sk.SFTConfig, copy.deepcopy(model), tok, records, tmp_path, **kw)
+    ours = _ours(sk.SFTTrainer, sk.SFTConfig, copy.deepcopy(model), tok, records, tmp_path, optim=optim, **kw)
     theirs = _trl(trl.SFTTrainer, trl.SFTConfig, model, tok, records, tmp_path, **kw)
     assert_same_history(ours, theirs, ["loss", "grad_norm", "learning_rate", "num_tokens", "mean_token_accuracy",
                                        "entropy"])
