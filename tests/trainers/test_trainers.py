@@ -186,3 +186,19 @@ def test_config_from_toml_with_overrides(tmp_path):
     assert (cfg.learning_rate, cfg.loss_type, cfg.max_steps, cfg.beta, cfg.shuffle) == (1e-3, "ipo", 5, 0.2, False)
     with pytest.raises(ValueError, match="unknown field 'betaa'"):
         DPOConfig.from_file(path, {"betaa": "1"})
+
+
+def test_dpo_with_precomputed_reference_resumes_exactly(tmp_path):
+    tok = make_tokenizer()
+    records, evals = make_records("preference", 8), make_records("preference", 4, seed=5)
+    model = _gpt(tok)
+
+    def trainer(out, **kw):
+        args = _args(DPOConfig, out, max_steps=4, per_device_train_batch_size=2, precompute_ref_log_probs=True,
+                     eval_steps=2, **kw)
+        return DPOTrainer(copy.deepcopy(model), args=args, train_dataset=records, eval_dataset=evals,
+                          processing_class=tok)
+
+    full = trainer(tmp_path / "full", save_steps=2).train().log_history
+    resumed = trainer(tmp_path / "resumed").train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    assert resumed.log_history == full

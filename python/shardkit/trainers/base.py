@@ -37,6 +37,28 @@ class TrainerState:
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def precomputed_tensors(trainer, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-example precomputed values (e.g. reference log-probs) of both splits, for a checkpoint."""
+    out = {}
+    for split in ("train", "eval"):
+        examples = getattr(trainer, f"{split}_examples") or []
+        for key in keys:
+            if examples:
+                out[f"{split}/{key}"] = torch.tensor([e[key] for e in examples], dtype=torch.float64)
+    return out
+
+
+def restore_precomputed(trainer, tensors: dict[str, torch.Tensor]) -> None:
+    """Put the values saved by ``precomputed_tensors`` back on the examples."""
+    for name, values in tensors.items():
+        split, key = name.split("/", 1)
+        examples = getattr(trainer, f"{split}_examples") or []
+        if len(examples) != len(values):
+            raise ValueError(f"checkpoint has {len(values)} {split} values of {key}, the dataset {len(examples)} examples")
+        for e, v in zip(examples, values.tolist()):
+            e[key] = v
+
+
 def check_processing_class(tok) -> None:
     if tok is None:
         raise ValueError("processing_class is required: an HF-style tokenizer (e.g. PreTrainedTokenizerFast)")

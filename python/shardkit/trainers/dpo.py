@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from shardkit.data import collate_preference, preference_example
-from shardkit.trainers.base import BaseTrainer
+from shardkit.trainers.base import BaseTrainer, precomputed_tensors, restore_precomputed
 from shardkit.trainers.config import DPOConfig
 from shardkit.trainers.logprobs import entropy_and_top1, forward_logits, token_logps
 from shardkit.trainers.setup import freeze_reference
@@ -97,14 +97,11 @@ class DPOTrainer(BaseTrainer):
     def extra_checkpoint_tensors(self):
         if not self.args.precompute_ref_log_probs:
             return {}
-        return {"ref_chosen_logps": torch.tensor([e["ref_chosen_logps"] for e in self.train_examples]),
-                "ref_rejected_logps": torch.tensor([e["ref_rejected_logps"] for e in self.train_examples])}
+        return precomputed_tensors(self, ("ref_chosen_logps", "ref_rejected_logps"))
 
     def load_extra_checkpoint_tensors(self, tensors):
         if self.args.precompute_ref_log_probs:
-            for e, c, r in zip(self.train_examples, tensors["ref_chosen_logps"].tolist(),
-                               tensors["ref_rejected_logps"].tolist()):
-                e["ref_chosen_logps"], e["ref_rejected_logps"] = c, r
+            restore_precomputed(self, tensors)
             self.ref_model = None
 
     def compute_loss(self, model, batch, num_items):

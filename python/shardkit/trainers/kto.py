@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from shardkit.data import collate_unpaired, unpaired_example
-from shardkit.trainers.base import BaseTrainer
+from shardkit.trainers.base import BaseTrainer, precomputed_tensors, restore_precomputed
 from shardkit.trainers.config import KTOConfig
 from shardkit.trainers.logprobs import entropy_and_top1, forward_logits, token_logps
 from shardkit.trainers.setup import freeze_reference
@@ -101,13 +101,11 @@ class KTOTrainer(BaseTrainer):
     def extra_checkpoint_tensors(self):
         if not self.args.precompute_ref_log_probs:
             return {}
-        return {key: torch.tensor([e[key] for e in self.train_examples]) for key in ("ref_logps", "ref_KL_logps")}
+        return precomputed_tensors(self, ("ref_logps", "ref_KL_logps"))
 
     def load_extra_checkpoint_tensors(self, tensors):
         if self.args.precompute_ref_log_probs:
-            for key in ("ref_logps", "ref_KL_logps"):
-                for e, v in zip(self.train_examples, tensors[key].tolist()):
-                    e[key] = v
+            restore_precomputed(self, tensors)
             self.ref_model = None
 
     def compute_loss(self, model, batch, num_items):
