@@ -104,7 +104,13 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A TOML or YAML file as a dict."""
     path = os.fspath(path)
     if path.endswith(".toml"):
-        import tomllib
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ImportError("reading a .toml config on Python 3.10 needs the tomli package") from None
 
         with open(path, "rb") as f:
             return tomllib.load(f)
