@@ -54,6 +54,11 @@ def _run(args) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1:
+        import importlib.util
+
+        if importlib.util.find_spec("shardkit.fsdp") is None:
+            raise NotImplementedError(f"--nproc {args.nproc}: multi-process training needs shardkit.fsdp.shard(), "
+                                      "which is not available yet; use --nproc 1")
         from torch.distributed import run as torchrun
 
         argv = [f"--nproc-per-node={args.nproc}", "-m", "shardkit.cli", "train", args.trainer, "--nproc", "1"]

@@ -9,11 +9,11 @@ tokenize one record with TRL's rules; ``pack_best_fit`` packs; the
 
 from shardkit.data.collate import collate_lm, collate_packed, collate_preference, collate_unpaired
 from shardkit.data.packing import pack_best_fit
-from shardkit.data.records import KIND_FIELDS, DataFormatError, check_record, is_conversational, load_records, read_jsonl
+from shardkit.data.records import KIND_FIELDS, DataFormatError, check_record, detect_kind, load_records, read_jsonl
 from shardkit.data.tokenize import lm_example, preference_example, split_prompt_completion, unpaired_example
 
 __all__ = [
-    "KIND_FIELDS", "DataFormatError", "check_record", "is_conversational", "load_records", "read_jsonl",
+    "KIND_FIELDS", "DataFormatError", "check_record", "detect_kind", "load_records", "read_jsonl",
     "lm_example", "preference_example", "unpaired_example", "split_prompt_completion",
     "pack_best_fit", "collate_lm", "collate_packed", "collate_preference", "collate_unpaired",
 ]

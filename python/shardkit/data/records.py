@@ -44,14 +44,6 @@ def _check_conversation(value: Any, where: str, field: str) -> None:
             raise DataFormatError(f"{where}: field {field!r} message {i} must be a dict with 'role' and 'content'")
 
 
-def is_conversational(record: Mapping[str, Any]) -> bool:
-    """True when the record's text fields are conversations rather than strings."""
-    for field in ("messages", "prompt", "completion", "chosen", "rejected"):
-        if field in record:
-            return isinstance(record[field], list)
-    return False
-
-
 def detect_kind(record: Any, kinds: tuple[str, ...], where: str) -> str:
     """The first of ``kinds`` whose leading field the record has (``prompt`` -> prompt/completion, ...)."""
     if isinstance(record, Mapping):

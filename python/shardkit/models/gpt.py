@@ -166,7 +166,7 @@ class GPT(nn.Module):
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        **unused,
+        use_cache: bool | None = None,
     ) -> CausalLMOutput:
         """Logits for ``input_ids`` (B, T).
 
@@ -174,7 +174,8 @@ class GPT(nn.Module):
         packed batch pass ``position_ids`` that restart at 0 at every document:
         attention then stays inside each document. With ``labels`` (B, T,
         -100 = ignored) the output also carries the mean next-token loss.
-        ``cache`` continues a generation (see ``generate``).
+        ``cache`` continues a generation (see ``generate``); ``use_cache`` is
+        accepted for HF call compatibility and ignored (pass a ``cache``).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")

@@ -26,9 +26,7 @@ class MetricsLog:
             self.tensorboard = SummaryWriter(os.path.join(args.output_dir, "runs"))
 
     def write(self, entry: dict) -> None:
-        if self.bar.disable:
-            pass
-        else:
+        if not self.bar.disable:
             self.bar.write(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()))
         if self.jsonl is not None:
             self.jsonl.write(json.dumps(entry) + "\n")
