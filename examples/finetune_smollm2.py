@@ -12,9 +12,11 @@ import os
 from shardkit.models import load_smollm2
 from shardkit.trainers import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+# SmolLM2's chat template has no {% generation %} markers, so the SFT data are prompt/completion
+# conversations: the loss covers the completion, found where the tokens stop matching the prompt.
 SFT_DATA = [
-    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
-                  {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+    {"prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}],
+     "completion": [{"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
     for a in range(1, 9) for b in range(1, 5)
 ]
 DPO_DATA = [
@@ -32,8 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     model, tok = load_smollm2(as_gpt=True)
     common = dict(max_steps=args.steps, per_device_train_batch_size=4, logging_steps=5, max_length=128)
-    sft = SFTTrainer(model, args=SFTConfig(output_dir=os.path.join(args.out, "sft"), learning_rate=5e-5,
-                                           assistant_only_loss=True, **common),
+    sft = SFTTrainer(model, args=SFTConfig(output_dir=os.path.join(args.out, "sft"), learning_rate=5e-5, **common),
                      train_dataset=SFT_DATA, processing_class=tok)
     sft.train()
     dpo = DPOTrainer(sft.model, args=DPOConfig(output_dir=os.path.join(args.out, "dpo"), learning_rate=5e-6,

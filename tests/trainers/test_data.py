@@ -75,6 +75,13 @@ def test_empty_loss_mask_is_an_error():
                    where="train example 7")
 
 
+def test_assistant_only_loss_without_generation_markers_is_an_error():
+    tok = make_tokenizer()
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}<eos>{% endfor %}"
+    with pytest.raises(ValueError, match="generation"):
+        lm_example(tok, make_records("messages", 1, conversational=True)[0], "messages", assistant_only_loss=True)
+
+
 def test_never_a_second_bos():
     from tokenizers import processors
 

@@ -30,12 +30,12 @@ def test_smollm2_converts_exactly_and_fine_tunes_with_sft_then_dpo(tmp_path):
     answer = model.generate(ids, max_new_tokens=10, temperature=0, stop_tokens=[tok.eos_token_id])
     assert "Paris" in tok.decode(answer[0, ids.shape[1]:])
 
-    sft_data = [{"messages": [{"role": "user", "content": f"{a}+{b}?"}, {"role": "assistant", "content": str(a + b)}]}
-                for a in range(4) for b in range(2)]
+    # SmolLM2's template has no {% generation %} markers: train completions of prompt/completion conversations.
+    sft_data = [{"prompt": [{"role": "user", "content": f"{a}+{b}?"}],
+                 "completion": [{"role": "assistant", "content": str(a + b)}]} for a in range(4) for b in range(2)]
     common = dict(max_steps=3, per_device_train_batch_size=2, logging_steps=1, max_length=64, report_to=[],
                   disable_tqdm=True, optim="adamw_torch", shuffle=False)
-    sft = SFTTrainer(model, args=SFTConfig(output_dir=str(tmp_path / "sft"), learning_rate=1e-4,
-                                           assistant_only_loss=True, **common),
+    sft = SFTTrainer(model, args=SFTConfig(output_dir=str(tmp_path / "sft"), learning_rate=1e-4, **common),
                      train_dataset=sft_data, processing_class=tok)
     sft_hist = sft.train().log_history
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in sft_hist)

@@ -45,8 +45,13 @@ def encode_text(tokenizer, text: str) -> list[int]:
 def encode_chat(tokenizer, messages: list, *, add_generation_prompt: bool = False,
                 assistant_mask: bool = False) -> tuple[list[int], list[int] | None]:
     """Token ids of a conversation rendered with the chat template, and its assistant mask if asked."""
-    if not getattr(tokenizer, "chat_template", None):
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
         raise ValueError("conversational data needs a tokenizer with a chat_template")
+    if assistant_mask and "generation" not in template:
+        raise ValueError("assistant_only_loss needs a chat template that marks assistant turns with "
+                         "{% generation %}...{% endgeneration %}; this one does not. Use prompt/completion "
+                         "conversations (completion-only loss) or a template with generation markers")
     out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
                                         add_generation_prompt=add_generation_prompt,
                                         return_assistant_tokens_mask=assistant_mask)
