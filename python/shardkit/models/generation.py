@@ -34,7 +34,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    stop_tokens: Iterable[int] = (),
+    stop_tokens: int | Iterable[int] = (),
     pad_token_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -55,6 +55,8 @@ def generate(
         raise ValueError(f"top_k must be a positive int or None, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if isinstance(stop_tokens, int):
+        stop_tokens = (stop_tokens,)
     stops = torch.tensor(sorted(set(int(s) for s in stop_tokens)), dtype=torch.long, device=input_ids.device)
     if pad_token_id is None:
         pad_token_id = int(stops[0]) if len(stops) else 0
