@@ -5,38 +5,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "bindings/optim_args.h"
 #include "bindings/registry.h"
 #include "shardkit/optim.h"
 
 namespace py = pybind11;
 
-namespace {
-
-template <typename T>
-std::vector<T> as_ptrs(const std::vector<uintptr_t>& addresses) {
-  std::vector<T> out;
-  out.reserve(addresses.size());
-  for (uintptr_t a : addresses) out.push_back(reinterpret_cast<T>(a));
-  return out;
-}
-
-shardkit::OptimTensors make_tensors(const std::vector<uintptr_t>& params, const std::vector<uintptr_t>& grads,
-                                    const std::vector<uintptr_t>& masters, const std::vector<uintptr_t>& state_a,
-                                    const std::vector<uintptr_t>& state_b, const std::vector<uintptr_t>& state_c,
-                                    const std::vector<uintptr_t>& steps, const std::vector<int64_t>& numels) {
-  shardkit::OptimTensors t;
-  t.params = as_ptrs<void*>(params);
-  t.grads = as_ptrs<const void*>(grads);
-  t.masters = as_ptrs<float*>(masters);
-  t.state_a = as_ptrs<float*>(state_a);
-  t.state_b = as_ptrs<float*>(state_b);
-  t.state_c = as_ptrs<float*>(state_c);
-  t.steps = as_ptrs<float*>(steps);
-  t.numels = numels;
-  return t;
-}
-
-}  // namespace
+using shardkit::bindings::make_tensors;
 
 SHARDKIT_BINDINGS(optim) {
   m.def(

@@ -54,3 +54,16 @@ const char* get_cpu_isa();
 void bandwidth_probe_cpu(float* a, float* b, float* c, const float* d, int64_t n, int num_threads);
 
 }  // namespace shardkit
+
+namespace shardkit {
+
+// CUDA versions (shardkit._C_cuda): the same lists, with device pointers;
+// `steps`, `grad_scale` and `found_inf` live on the device too, so a step
+// never synchronises with the host. `stream` is a cudaStream_t.
+void adam_step_cuda(const OptimTensors& t, DType param_dtype, DType grad_dtype, const AdamHyper& h,
+                    const float* grad_scale, const float* found_inf, void* stream);
+
+void sgd_step_cuda(const OptimTensors& t, DType param_dtype, DType grad_dtype, const SgdHyper& h,
+                   const float* grad_scale, const float* found_inf, void* stream);
+
+}  // namespace shardkit

@@ -17,6 +17,7 @@ and the native kernels are tested bitwise against them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -204,7 +205,18 @@ torch.library.impl(ADAM, "default", _fused_adam_default)
 torch.library.impl(SGD, "default", _fused_sgd_default)
 
 
-def _fused_adam_cpu(
+def _launch_context(device: torch.device):
+    """(last native argument, context): thread count on the CPU, stream on CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.current_stream(device).cuda_stream, torch.cuda.device(device)
+    return torch.get_num_threads(), contextlib.nullcontext()
+
+
+def _native_module(device: torch.device):
+    return _native.C_CUDA if device.type == "cuda" else _native.C
+
+
+def _fused_adam_native(
     params, grads, master_params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, eps,
     weight_decay, amsgrad, maximize, decoupled_weight_decay, grad_scale=None, found_inf=None,
 ) -> None:
@@ -214,30 +226,35 @@ def _fused_adam_cpu(
     )
     if device is None:
         return
-    _native.C.adam_step(
-        _ptrs(params), _ptrs(grads), _ptrs(master_params), _ptrs(exp_avgs), _ptrs(exp_avg_sqs),
-        _ptrs(max_exp_avg_sqs) if amsgrad else [], _ptrs(state_steps), [p.numel() for p in params],
-        _native.dtype_code(param_dtype), _native.dtype_code(grad_dtype), lr, beta1, beta2, eps, weight_decay,
-        amsgrad, maximize, decoupled_weight_decay, scalar_flag(grad_scale, "grad_scale", device),
-        scalar_flag(found_inf, "found_inf", device), torch.get_num_threads(),
-    )
+    last, context = _launch_context(device)
+    with context:
+        _native_module(device).adam_step(
+            _ptrs(params), _ptrs(grads), _ptrs(master_params), _ptrs(exp_avgs), _ptrs(exp_avg_sqs),
+            _ptrs(max_exp_avg_sqs) if amsgrad else [], _ptrs(state_steps), [p.numel() for p in params],
+            _native.dtype_code(param_dtype), _native.dtype_code(grad_dtype), lr, beta1, beta2, eps, weight_decay,
+            amsgrad, maximize, decoupled_weight_decay, scalar_flag(grad_scale, "grad_scale", device),
+            scalar_flag(found_inf, "found_inf", device), last,
+        )
 
 
-def _fused_sgd_cpu(
+def _fused_sgd_native(
     params, grads, master_params, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov, maximize,
     first_step, grad_scale=None, found_inf=None,
 ) -> None:
     device, param_dtype, grad_dtype = _check_sgd(params, grads, master_params, momentum_buffers, lr, momentum)
     if device is None:
         return
-    _native.C.sgd_step(
-        _ptrs(params), _ptrs(grads), _ptrs(master_params), _ptrs(momentum_buffers) if momentum != 0 else [],
-        [p.numel() for p in params], _native.dtype_code(param_dtype), _native.dtype_code(grad_dtype), lr, momentum,
-        dampening, weight_decay, nesterov, maximize, first_step, scalar_flag(grad_scale, "grad_scale", device),
-        scalar_flag(found_inf, "found_inf", device), torch.get_num_threads(),
-    )
+    last, context = _launch_context(device)
+    with context:
+        _native_module(device).sgd_step(
+            _ptrs(params), _ptrs(grads), _ptrs(master_params), _ptrs(momentum_buffers) if momentum != 0 else [],
+            [p.numel() for p in params], _native.dtype_code(param_dtype), _native.dtype_code(grad_dtype), lr,
+            momentum, dampening, weight_decay, nesterov, maximize, first_step,
+            scalar_flag(grad_scale, "grad_scale", device), scalar_flag(found_inf, "found_inf", device), last,
+        )
 
 
-if _native.C is not None:
-    torch.library.register_kernel(ADAM, "cpu", _fused_adam_cpu)
-    torch.library.register_kernel(SGD, "cpu", _fused_sgd_cpu)
+for _device, _module in (("cpu", _native.C), ("cuda", _native.C_CUDA)):
+    if _module is not None:
+        torch.library.register_kernel(ADAM, _device, _fused_adam_native)
+        torch.library.register_kernel(SGD, _device, _fused_sgd_native)
