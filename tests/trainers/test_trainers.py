@@ -202,3 +202,18 @@ def test_dpo_with_precomputed_reference_resumes_exactly(tmp_path):
     full = trainer(tmp_path / "full", save_steps=2).train().log_history
     resumed = trainer(tmp_path / "resumed").train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
     assert resumed.log_history == full
+
+
+def test_dpo_on_an_hf_gpt2_learns(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128))
+    before = _params(model)
+    trainer = DPOTrainer(model, args=_args(DPOConfig, tmp_path, max_steps=6),
+                         train_dataset=make_records("preference", 4), processing_class=tok)
+    history = trainer.train().log_history
+    assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["rewards/accuracies"] == 1.0
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())

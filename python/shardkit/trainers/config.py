@@ -154,6 +154,7 @@ class DPOConfig(TrainingConfig):
     loss_type: str = _f("sigmoid", "sigmoid | ipo | hinge | robust")
     label_smoothing: float = _f(0.0, "assumed label-flip probability of the robust loss")
     precompute_ref_log_probs: bool = _f(False, "compute reference log-probs once before training; hold no ref model")
+    disable_dropout: bool = _f(True, "zero every dropout in the policy and reference (as TRL)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -172,6 +173,7 @@ class KTOConfig(TrainingConfig):
     desirable_weight: float = _f(1.0, "weight of the desirable (label=True) losses")
     undesirable_weight: float = _f(1.0, "weight of the undesirable (label=False) losses")
     precompute_ref_log_probs: bool = _f(False, "compute reference log-probs once before training; hold no ref model")
+    disable_dropout: bool = _f(True, "zero every dropout in the policy and reference (as TRL)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

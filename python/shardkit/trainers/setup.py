@@ -63,6 +63,13 @@ def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, to
     return model, optimizer, scheduler
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0, as TRL does for preference training (policy and reference must agree)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def freeze_reference(model: torch.nn.Module, args: TrainingConfig) -> torch.nn.Module:
     """A frozen, eval-mode reference model (sharded the same way once ``shard()`` exists)."""
     if args.bf16:
