@@ -1,0 +1,247 @@
+"""``BaseTrainer``: the training loop every shardkit trainer shares.
+
+One optimizer step = ``gradient_accumulation_steps`` micro-batches. A
+subclass turns records into examples (``prepare_examples``), examples into a
+batch (``collate``), and a batch into a loss (``compute_loss``). The loss of a
+step is normalised over the *whole* accumulated batch: token-level losses
+divide by the token count of all its micro-batches (``count_items``),
+sequence-level losses average over its micro-batches.
+
+The data order is a pure function of (seed, epoch), so a checkpoint needs only
+the step count to resume exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from shardkit.data import load_records
+from shardkit.data.records import detect_kind
+from shardkit.trainers import checkpoint
+from shardkit.trainers.config import TrainingConfig
+from shardkit.trainers.metrics_log import MetricsLog
+from shardkit.trainers.setup import prepare_model_and_optimizer
+
+
+@dataclass
+class TrainerState:
+    """Progress of a run; ``log_history`` holds the logged dicts, as in transformers."""
+
+    global_step: int = 0
+    num_tokens: int = 0
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def precomputed_tensors(trainer, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-example precomputed values (e.g. reference log-probs) of both splits, for a checkpoint."""
+    out = {}
+    for split in ("train", "eval"):
+        examples = getattr(trainer, f"{split}_examples") or []
+        for key in keys:
+            if examples:
+                out[f"{split}/{key}"] = torch.tensor([e[key] for e in examples], dtype=torch.float64)
+    return out
+
+
+def restore_precomputed(trainer, tensors: dict[str, torch.Tensor]) -> None:
+    """Put the values saved by ``precomputed_tensors`` back on the examples."""
+    for name, values in tensors.items():
+        split, key = name.split("/", 1)
+        examples = getattr(trainer, f"{split}_examples") or []
+        if len(examples) != len(values):
+            raise ValueError(f"checkpoint has {len(values)} {split} values of {key}, the dataset {len(examples)} examples")
+        for e, v in zip(examples, values.tolist()):
+            e[key] = v
+
+
+def check_processing_class(tok) -> None:
+    if tok is None:
+        raise ValueError("processing_class is required: an HF-style tokenizer (e.g. PreTrainedTokenizerFast)")
+    for attr in ("eos_token_id", "eos_token"):
+        if getattr(tok, attr, None) is None:
+            raise ValueError(f"processing_class has no {attr}; the trainers append EOS to completions")
+    if not callable(tok):
+        raise TypeError("processing_class must be callable as tokenizer(text=...) -> {'input_ids': ...}")
+
+
+class BaseTrainer:
+    """Shared loop: accumulation, clipping, LR schedule, logging, eval, checkpoints."""
+
+    config_class = TrainingConfig
+    dataset_kinds: tuple[str, ...] = ()
+    token_level_loss = False  # True: normalise by count_items over the accumulated batch
+
+    def __init__(self, model, args: TrainingConfig | None = None, train_dataset=None, eval_dataset=None,
+                 processing_class=None) -> None:
+        if args is None:
+            args = self.config_class()
+        if not isinstance(args, self.config_class):
+            raise TypeError(f"args must be a {self.config_class.__name__}, got {type(args).__name__}")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if train_dataset is None:
+            raise ValueError("train_dataset is required")
+        check_processing_class(processing_class)
+        self.args, self.model, self.processing_class = args, model, processing_class
+        pad = getattr(processing_class, "pad_token_id", None)
+        self.pad_token_id = processing_class.eos_token_id if pad is None else pad
+        torch.manual_seed(args.seed)
+        self.train_examples = self.prepare_examples(self._records(train_dataset), "train")
+        self.eval_examples = None if eval_dataset is None else self.prepare_examples(self._records(eval_dataset), "eval")
+        if not self.train_examples:
+            raise ValueError("train_dataset has no usable examples after tokenization")
+        self.state = TrainerState()
+        self.optimizer = self.lr_scheduler = None
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+
+    # -- hooks for subclasses -------------------------------------------------
+    def prepare_examples(self, records: list[dict], split: str) -> list[dict]:
+        raise NotImplementedError
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def compute_loss(self, model, batch: dict[str, torch.Tensor], num_items: int | None) -> torch.Tensor:
+        """The loss of one micro-batch; appends its metrics with ``self.record``."""
+        raise NotImplementedError
+
+    def count_items(self, batches: list[dict[str, torch.Tensor]]) -> int | None:
+        return None
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        if "attention_mask" in batch:
+            return int(batch["attention_mask"].sum())
+        return int(batch["input_ids"].numel())
+
+    def before_train(self) -> None:
+        """Runs once the model is prepared, before the first step (e.g. precompute reference log-probs)."""
+
+    def extra_checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_extra_checkpoint_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    # -- data -----------------------------------------------------------------
+    def _records(self, dataset) -> list[dict]:
+        if isinstance(dataset, list) and dataset and isinstance(dataset[0], dict) \
+                and ("input_ids" in dataset[0] or "prompt_ids" in dataset[0]):
+            return dataset  # already tokenized
+        records = load_records(dataset, self.dataset_kinds)
+        self.dataset_kind = detect_kind(records[0], self.dataset_kinds, "dataset")
+        return records
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.train_examples) / self.args.per_device_train_batch_size)
+
+    def total_steps(self) -> int:
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        per_epoch = math.ceil(self.batches_per_epoch / self.args.gradient_accumulation_steps)
+        return max(1, math.ceil(self.args.num_train_epochs * per_epoch))
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        n = len(self.train_examples)
+        if not self.args.shuffle:
+            return list(range(n))
+        gen = torch.Generator().manual_seed(self.args.seed + epoch)
+        return torch.randperm(n, generator=gen).tolist()
+
+    def micro_batch(self, index: int) -> dict[str, torch.Tensor]:
+        """The ``index``-th micro-batch of the run (epochs follow each other)."""
+        epoch, j = divmod(index, self.batches_per_epoch)
+        order = self.epoch_order(epoch)
+        bs = self.args.per_device_train_batch_size
+        return self.collate([self.train_examples[i] for i in order[j * bs:(j + 1) * bs]])
+
+    # -- loop -----------------------------------------------------------------
+    def record(self, name: str, value: float) -> None:
+        self._metrics[name].append(float(value))
+
+    def train(self, resume_from_checkpoint: str | None = None) -> TrainerState:
+        """Run to ``max_steps`` (or ``num_train_epochs``); returns the state with its ``log_history``."""
+        args = self.args
+        total = self.total_steps()
+        self.model, self.optimizer, self.lr_scheduler = prepare_model_and_optimizer(self.model, args, total)
+        if resume_from_checkpoint is not None:
+            checkpoint.load(self, resume_from_checkpoint)
+        else:
+            self.before_train()
+        log = MetricsLog(args, total, initial=self.state.global_step)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        ga = args.gradient_accumulation_steps
+        losses_since_log: list[float] = []
+        try:
+            while self.state.global_step < total:
+                step = self.state.global_step
+                batches = [self.micro_batch(step * ga + i) for i in range(ga)]
+                num_items = self.count_items(batches) if self.token_level_loss else None
+                step_loss = 0.0
+                for batch in batches:
+                    loss = self.compute_loss(self.model, batch, num_items)
+                    if num_items is None:
+                        loss = loss / len(batches)
+                    loss.backward()
+                    step_loss += float(loss.detach())
+                    self.state.num_tokens += self.count_tokens(batch)
+                # The norm is taken before clipping, as transformers logs it.
+                if args.max_grad_norm > 0:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm))
+                else:
+                    grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+                lr = self.lr_scheduler.get_last_lr()[0]
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.state.global_step += 1
+                losses_since_log.append(step_loss)
+                done = self.state.global_step
+                if done % args.logging_steps == 0 or done == total:
+                    entry = {"loss": sum(losses_since_log) / len(losses_since_log), "grad_norm": grad_norm,
+                             "learning_rate": lr, **self._pop_metrics(),
+                             "num_tokens": self.state.num_tokens,
+                             "epoch": done * ga / self.batches_per_epoch, "step": done}
+                    losses_since_log.clear()
+                    self.state.log_history.append(entry)
+                    log.write(entry)
+                if args.eval_steps and done % args.eval_steps == 0 and self.eval_examples:
+                    entry = {**self.evaluate(), "step": done}
+                    self.state.log_history.append(entry)
+                    log.write(entry)
+                if args.save_steps and done % args.save_steps == 0 and done != total:
+                    checkpoint.save(self)
+                log.advance()
+            checkpoint.save(self)
+        finally:
+            log.close()
+        return self.state
+
+    def _pop_metrics(self, prefix: str = "") -> dict[str, float]:
+        out = {prefix + k: sum(v) / len(v) for k, v in self._metrics.items() if v}
+        self._metrics.clear()
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss and metrics over ``eval_dataset``, prefixed ``eval_``."""
+        if not self.eval_examples:
+            raise ValueError("evaluate() needs an eval_dataset")
+        was_training = self.model.training
+        self.model.eval()
+        train_metrics, self._metrics = self._metrics, defaultdict(list)
+        bs = self.args.per_device_eval_batch_size
+        losses = []
+        for i in range(0, len(self.eval_examples), bs):
+            batch = self.collate(self.eval_examples[i:i + bs])
+            items = self.count_items([batch]) if self.token_level_loss else None
+            losses.append(float(self.compute_loss(self.model, batch, items)))
+        self.model.train(was_training)
+        out = {"eval_loss": sum(losses) / len(losses), **self._pop_metrics("eval_")}
+        self._metrics = train_metrics
+        return out

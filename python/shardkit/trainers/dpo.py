@@ -1,0 +1,150 @@
+"""``DPOTrainer``: direct preference optimisation (sigmoid, IPO, hinge, robust losses)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from shardkit.data import collate_preference, preference_example
+from shardkit.trainers.base import BaseTrainer, precomputed_tensors, restore_precomputed
+from shardkit.trainers.config import DPOConfig
+from shardkit.trainers.logprobs import entropy_and_top1, forward_logits, token_logps
+from shardkit.trainers.setup import disable_dropout, freeze_reference
+
+
+def dpo_losses(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, chosen_len: torch.Tensor,
+               rejected_len: torch.Tensor, beta: float, loss_type: str, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-pair DPO loss (B,) from the policy-minus-reference log-ratios (B,) of each side.
+
+    IPO divides each side's ratio by its completion length (TRL's normalisation).
+    """
+    delta = chosen_logratios - rejected_logratios
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(beta * delta)
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * delta)
+    if loss_type == "ipo":
+        ipo_delta = chosen_logratios / chosen_len.clamp(min=1.0) - rejected_logratios / rejected_len.clamp(min=1.0)
+        return (ipo_delta - 1 / (2 * beta)) ** 2
+    if loss_type == "robust":
+        clean = -(1 - label_smoothing) * F.logsigmoid(beta * delta)
+        flipped = -label_smoothing * F.logsigmoid(-beta * delta)
+        return (clean - flipped) / (1 - 2 * label_smoothing)
+    raise ValueError(f"unknown DPO loss_type {loss_type!r}")
+
+
+class DPOTrainer(BaseTrainer):
+    """Direct preference optimisation, in TRL's shape.
+
+    ``DPOTrainer(model, ref_model=None, args=DPOConfig(...), train_dataset=..., processing_class=tok)``.
+    Without ``ref_model`` a frozen copy of the initial model is the reference;
+    with ``precompute_ref_log_probs=True`` the reference log-probs are computed
+    once before training and no reference model is held during it. Chosen and
+    rejected rows go through one forward (2B rows, chosen first); sequence
+    log-probs are fp32 sums over completion tokens. Logs TRL's ``rewards/*``,
+    ``logps/*``, ``logits/*``, ``entropy``, ``mean_token_accuracy``.
+    """
+
+    config_class = DPOConfig
+    dataset_kinds = ("preference",)
+
+    def __init__(self, model, ref_model=None, args: DPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None) -> None:
+        super().__init__(model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class)
+        if self.args.disable_dropout:
+            disable_dropout(model)
+            if ref_model is not None:
+                disable_dropout(ref_model)
+        if ref_model is None and not self.args.precompute_ref_log_probs:
+            ref_model = copy.deepcopy(model)
+        self.ref_model = None if ref_model is None else freeze_reference(ref_model, self.args)
+
+    def prepare_examples(self, records, split):
+        if "prompt_ids" in records[0]:
+            return [dict(r) for r in records]
+        examples = [preference_example(self.processing_class, r, where=f"{split} example {i}")
+                    for i, r in enumerate(records)]
+        if self.args.max_length is not None:
+            examples = [e for e in examples if len(e["prompt_ids"]) < self.args.max_length]
+        return examples
+
+    def collate(self, examples):
+        return collate_preference(examples, self.pad_token_id, self.args.max_length)
+
+    @torch.no_grad()
+    def _ref_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        logps, _, _ = token_logps(forward_logits(model, batch), labels)
+        return logps.sum(-1).chunk(2)
+
+    def before_train(self) -> None:
+        if not self.args.precompute_ref_log_probs:
+            return
+        # The reference is the given ref_model or, without one, the policy before its first update.
+        ref = self.ref_model if self.ref_model is not None else self.model
+        was_training = ref.training
+        ref.eval()
+        for split in ("train_examples", "eval_examples"):
+            examples = getattr(self, split) or []
+            bs = self.args.per_device_train_batch_size
+            for i in range(0, len(examples), bs):
+                chunk = examples[i:i + bs]
+                chosen, rejected = self._ref_logps(ref, self.collate(chunk))
+                for e, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
+                    e["ref_chosen_logps"], e["ref_rejected_logps"] = c, r
+        ref.train(was_training)
+        self.ref_model = None  # no reference model is held during training
+
+    def extra_checkpoint_tensors(self):
+        if not self.args.precompute_ref_log_probs:
+            return {}
+        return precomputed_tensors(self, ("ref_chosen_logps", "ref_rejected_logps"))
+
+    def load_extra_checkpoint_tensors(self, tensors):
+        if self.args.precompute_ref_log_probs:
+            restore_precomputed(self, tensors)
+            self.ref_model = None
+
+    def compute_loss(self, model, batch, num_items):
+        args = self.args
+        completion_mask = batch["completion_mask"]
+        labels = batch["input_ids"].masked_fill(completion_mask == 0, -100)
+        logits = forward_logits(model, batch)  # (2B, T, V)
+        logps_tok, mask, logsm = token_logps(logits, labels)  # (2B, T-1)
+        chosen_logps, rejected_logps = logps_tok.sum(-1).chunk(2)
+        if "ref_chosen_logps" in batch:
+            ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = self._ref_logps(self.ref_model, batch)
+        chosen_ratio, rejected_ratio = chosen_logps - ref_chosen, rejected_logps - ref_rejected
+        chosen_len, rejected_len = completion_mask.sum(-1).float().chunk(2)
+        loss = dpo_losses(chosen_ratio, rejected_ratio, chosen_len, rejected_len, args.beta, args.loss_type,
+                          args.label_smoothing).mean()
+        self._record_metrics(logits, labels, mask, logsm, chosen_logps, rejected_logps, chosen_ratio, rejected_ratio)
+        return loss
+
+    @torch.no_grad()
+    def _record_metrics(self, logits, labels, mask, logsm, chosen_logps, rejected_logps, chosen_ratio, rejected_ratio):
+        beta = self.args.beta
+        entropy, top1 = entropy_and_top1(logsm, labels)
+        total = int(mask.sum())
+        self.record("entropy", float((entropy * mask).sum()) / total if total else 0.0)
+        chosen_mask, rejected_mask = mask.chunk(2)
+        # logits/*: the mean over the vocabulary of each completion position's logits, averaged over positions.
+        chosen_mean, rejected_mean = logits[:, :-1].float().mean(-1).chunk(2)  # (B, T-1) each
+        n_rejected = int(rejected_mask.sum())
+        n_chosen = int(chosen_mask.sum())
+        self.record("logits/chosen", float(chosen_mean[chosen_mask].sum()) / n_chosen if n_chosen else 0.0)
+        self.record("logits/rejected", float(rejected_mean[rejected_mask].sum()) / n_rejected if n_rejected else 0.0)
+        chosen_top1, _ = top1.chunk(2)
+        self.record("mean_token_accuracy", float((chosen_top1 & chosen_mask).sum()) / n_chosen if n_chosen else 0.0)
+        chosen_rewards, rejected_rewards = beta * chosen_ratio, beta * rejected_ratio
+        self.record("rewards/chosen", float(chosen_rewards.mean()))
+        self.record("rewards/rejected", float(rejected_rewards.mean()))
+        self.record("rewards/accuracies", float((chosen_rewards > rejected_rewards).float().mean()))
+        self.record("rewards/margins", float((chosen_rewards - rejected_rewards).mean()))
+        self.record("logps/chosen", float(chosen_logps.mean()))
+        self.record("logps/rejected", float(rejected_logps.mean()))

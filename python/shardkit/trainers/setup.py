@@ -1,0 +1,80 @@
+"""Preparing the model and the optimizer: the one place sharding plugs in.
+
+``prepare_model_and_optimizer`` is what every trainer calls. Today it runs
+single-process (dtype cast, optimizer, scheduler); when ``shardkit.fsdp``
+lands, ``shard(model)`` goes here, after activation checkpointing and
+compile (DESIGN.md: the fixed composition order), and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from shardkit.trainers.config import TrainingConfig
+
+
+def build_optimizer(params: list[torch.nn.Parameter], args: TrainingConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``args.optim`` over ``params``."""
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if args.optim == "sgd":
+        return torch.optim.SGD(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    kwargs = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                  weight_decay=args.weight_decay)
+    if args.optim == "adamw_torch":
+        return torch.optim.AdamW(params, **kwargs)
+    try:
+        from shardkit.optim import FusedAdamW
+    except ImportError as exc:
+        raise ImportError(f"optim='adamw_fused' needs shardkit.optim.FusedAdamW ({exc}); "
+                          "set optim='adamw_torch' to use torch.optim.AdamW") from None
+    return FusedAdamW(params, **kwargs)
+
+
+def lr_lambda(args: TrainingConfig, total_steps: int):
+    """The LR multiplier at step s (0-based), as transformers' schedulers compute it."""
+    warmup, kind = args.warmup_steps, args.lr_scheduler_type
+
+    def factor(step: int) -> float:
+        if kind == "constant":
+            return 1.0
+        if step < warmup:
+            return step / max(1, warmup)
+        if kind == "constant_with_warmup":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))  # cosine
+
+    return factor
+
+
+def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, total_steps: int):
+    """(model, optimizer, scheduler) ready to train; the seam where ``shard()`` will plug in."""
+    if args.bf16:
+        model = model.to(torch.bfloat16)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, args)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total_steps))
+    return model, optimizer, scheduler
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0, as TRL does for preference training (policy and reference must agree)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def freeze_reference(model: torch.nn.Module, args: TrainingConfig) -> torch.nn.Module:
+    """A frozen, eval-mode reference model (sharded the same way once ``shard()`` exists)."""
+    if args.bf16:
+        model = model.to(torch.bfloat16)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
