@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import make_records
+from tests.trainers.conftest import make_records
 from shardkit.cli import main
 from shardkit.commands.train import parse_overrides
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_records, make_tokenizer
+from tests.trainers.conftest import make_records, make_tokenizer
 from shardkit.data import (DataFormatError, collate_lm, collate_packed, collate_preference, lm_example,
                            load_records, pack_best_fit, preference_example, split_prompt_completion)
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import make_llama, make_records, make_tokenizer
+from tests.trainers.conftest import make_llama, make_records, make_tokenizer
 from shardkit.models import GPT, GPTConfig
 from shardkit.trainers import (DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, PretrainConfig, PretrainTrainer,
                                SFTConfig, SFTTrainer)

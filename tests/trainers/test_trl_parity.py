@@ -11,7 +11,7 @@ import logging
 import pytest
 import torch
 
-from conftest import make_llama, make_records, make_tokenizer
+from tests.trainers.conftest import make_llama, make_records, make_tokenizer
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
