@@ -136,7 +136,9 @@ BpeEncoder::BpeEncoder(SplitPattern pattern, const std::vector<std::string>& tok
     const std::string& t = tokens[id];
     SHARDKIT_CHECK(!t.empty(), "tokens[", id, "]: empty token");
     const uint8_t* p = reinterpret_cast<const uint8_t*>(t.data());
-    SHARDKIT_CHECK(m.rank(p, int64_t(t.size())) == kNoRank, "tokens[", id, "]: duplicate of another token's bytes");
+    // Two merges can in principle spell the same bytes; the lower id (the
+    // one tiktoken's rank order reaches first) is the one encoding produces.
+    if (m.rank(p, int64_t(t.size())) != kNoRank) continue;
     uint64_t pos = bpe::hash_bytes(p, int64_t(t.size())) & m.mask;
     while (m.slots[pos] != kNoRank) pos = (pos + 1) & m.mask;
     m.slots[pos] = id;
