@@ -104,6 +104,8 @@ class BPETokenizer:
             threads: threads for splitting and counting (default: torch's).
             progress: show progress bars (bytes read, then merges).
         """
+        if isinstance(special_tokens, (str, bytes)):
+            raise TypeError("special_tokens: expected a list of str, got a single string")
         special_tokens = list(special_tokens)
         formats.check_special_names(special_tokens)
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
