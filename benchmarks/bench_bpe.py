@@ -35,7 +35,7 @@ TRAINERS_ZH = ["shardkit_file", "shardkit_docs", "rustbpe", "hf_tokenizers"]
 
 def documents(path: str) -> list[str]:
     """The corpus as documents: the prepare script separates them with blank lines."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_bytes().decode("utf-8", "replace")
     return [d for d in text.split("\n\n") if d]
 
 

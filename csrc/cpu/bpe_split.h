@@ -130,9 +130,8 @@ inline int64_t match_gpt2(const uint8_t* s, int64_t n, int64_t i) {
 inline int64_t o200k_contraction(const uint8_t* s, int64_t n, int64_t e) {
   if (e + 1 >= n || s[e] != '\'') return e;
   Char c1 = at(s, n, e + 1);
+  // No two alternatives start with the same letter, so their order is moot.
   if (fold_is(c1.cp, 's') || fold_is(c1.cp, 't') || fold_is(c1.cp, 'm') || fold_is(c1.cp, 'd')) {
-    // 's, 't, 'm, 'd are single letters; only 'm and 'd follow two-letter
-    // alternatives, and none of those starts with m or d, so order is moot.
     return e + 1 + c1.len;
   }
   int64_t j = e + 1 + c1.len;
