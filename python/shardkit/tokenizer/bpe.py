@@ -371,7 +371,12 @@ class BPETokenizer:
         *,
         pattern: str = "gpt2",
     ) -> BPETokenizer:
-        """Load a GPT-2-style ``vocab.json`` + ``merges.txt`` (ids renumbered by merge order)."""
+        """Load a GPT-2-style ``vocab.json`` + ``merges.txt``.
+
+        Ids are kept: the 256 byte tokens and one per merge must hold ids
+        0 .. 255 + merges (GPT-2's layout); entries past those, such as
+        ``<|endoftext|>``, become special tokens.
+        """
         return formats.load_gpt2_files(cls, vocab_json, merges_txt, pattern)
 
     def __repr__(self) -> str:
