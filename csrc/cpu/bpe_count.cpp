@@ -68,6 +68,8 @@ WordCounter::WordCounter(WordCounter&&) noexcept = default;
 WordCounter& WordCounter::operator=(WordCounter&&) noexcept = default;
 
 void WordCounter::add(const uint8_t* bytes, int64_t size, int64_t count) {
+  // The merge loop relies on positive counts: a pair's count only falls.
+  SHARDKIT_CHECK(count >= 1, "count: expected >= 1, got ", count);
   impl_->add(bytes, size, bpe::hash_bytes(bytes, size), count);
   impl_->total_chunks += count;
   impl_->total_bytes += size * count;

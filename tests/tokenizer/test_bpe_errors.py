@@ -71,3 +71,13 @@ def test_bad_token_tables():
         BPETokenizer(base, special_tokens={"<x>": 5})
     with pytest.raises(ValueError, match=r"merges\[0\]"):
         BPETokenizer(base, merges=[(ord("a"), ord("c"))])
+
+
+def test_native_counter_rejects_non_positive_counts():
+    from shardkit import _native
+
+    counter = _native.C.BpeWordCounter()
+    with pytest.raises(ValueError, match="count: expected >= 1"):
+        counter.add(b"ab", 0)
+    with pytest.raises(ValueError, match="offsets"):
+        counter.count_documents(0, b"abc", [0, 5], 1)
