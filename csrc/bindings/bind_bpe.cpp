@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,18 @@ py::list to_list(const std::vector<uint32_t>& ids) {
   for (size_t i = 0; i < ids.size(); ++i) PyList_SET_ITEM(list, Py_ssize_t(i), PyLong_FromUnsignedLong(ids[i]));
   return py::reinterpret_steal<py::list>(list);
 }
+
+// Exclusive use of a counter for one call, or a clear error: a counter
+// shared by two Python threads must not be filled by both at once.
+class Exclusive {
+ public:
+  explicit Exclusive(const WordCounter& counter) : lock_(counter.busy(), std::try_to_lock) {
+    if (!lock_.owns_lock()) throw py::value_error("counter: in use by another thread");
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
 
 SplitPattern pattern_of(int pattern) { return static_cast<SplitPattern>(pattern); }
 
@@ -70,6 +83,7 @@ SHARDKIT_BINDINGS(bpe) {
              int num_threads) {
             Bytes b = view(data);
             check_offsets(offsets, b.size);
+            Exclusive use(self);
             py::gil_scoped_release release;
             shardkit::bpe_count_documents(pattern_of(pattern), b.data, offsets.data(), int64_t(offsets.size()) - 1,
                                           num_threads, &self);
@@ -78,6 +92,7 @@ SHARDKIT_BINDINGS(bpe) {
       .def(
           "count_file",
           [](WordCounter& self, int pattern, const std::string& path, int num_threads) {
+            Exclusive use(self);
             py::gil_scoped_release release;
             return shardkit::bpe_count_file(pattern_of(pattern), path, num_threads, &self);
           },
@@ -86,6 +101,7 @@ SHARDKIT_BINDINGS(bpe) {
           "add",
           [](WordCounter& self, const py::bytes& chunk, int64_t count) {
             Bytes b = view(chunk);
+            Exclusive use(self);
             self.add(b.data, b.size, count);
           },
           "Add `count` occurrences of one chunk.")
@@ -95,6 +111,7 @@ SHARDKIT_BINDINGS(bpe) {
       .def(
           "items",
           [](const WordCounter& self) {
+            Exclusive use(self);
             py::list out;
             self.for_each([&](const uint8_t* p, int64_t n, int64_t c) {
               out.append(py::make_tuple(py::bytes(reinterpret_cast<const char*>(p), size_t(n)), c));
@@ -113,6 +130,7 @@ SHARDKIT_BINDINGS(bpe) {
             progress(done, total);
           };
         }
+        Exclusive use(counter);
         py::gil_scoped_release release;
         return shardkit::bpe_train(counter, num_merges, min_frequency, report);
       },

@@ -29,6 +29,7 @@ struct WordCounter::Impl {
   uint64_t mask = 0;
   int64_t total_chunks = 0;
   int64_t total_bytes = 0;
+  mutable std::mutex busy;
 
   Impl() { rehash(1024); }
 
@@ -85,6 +86,7 @@ void WordCounter::merge_from(const WordCounter& other) {
 int64_t WordCounter::size() const { return int64_t(impl_->entries.size()); }
 int64_t WordCounter::total_chunks() const { return impl_->total_chunks; }
 int64_t WordCounter::total_bytes() const { return impl_->total_bytes; }
+std::mutex& WordCounter::busy() const { return impl_->busy; }
 
 void WordCounter::for_each(const std::function<void(const uint8_t*, int64_t, int64_t)>& fn) const {
   for (const auto& e : impl_->entries) fn(impl_->arena.data() + e.offset, e.size, e.count);

@@ -81,3 +81,30 @@ def test_native_counter_rejects_non_positive_counts():
         counter.add(b"ab", 0)
     with pytest.raises(ValueError, match="offsets"):
         counter.count_documents(0, b"abc", [0, 5], 1)
+
+
+def test_counter_shared_by_two_threads_is_an_error_not_a_race():
+    import threading
+
+    from shardkit import _native
+
+    counter = _native.C.BpeWordCounter()
+    data = b"word " * 400_000
+    errors = []
+
+    def fill():
+        try:
+            counter.count_documents(0, data, [0, len(data)], 1)
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=fill) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Whichever calls overlapped were refused; the others all counted fully.
+    assert all("in use by another thread" in e for e in errors)
+    once = _native.C.BpeWordCounter()
+    once.count_documents(0, data, [0, len(data)], 1)
+    assert counter.total_chunks == (4 - len(errors)) * once.total_chunks

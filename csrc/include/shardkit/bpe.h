@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +44,9 @@ class WordCounter {
   // Total chunks and total bytes added (with multiplicity).
   int64_t total_chunks() const;
   int64_t total_bytes() const;
+  // Held by whoever uses the counter; the bindings try_lock it so that two
+  // Python threads sharing one counter get an error instead of a data race.
+  std::mutex& busy() const;
 
  private:
   struct Impl;
