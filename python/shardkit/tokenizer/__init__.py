@@ -1,0 +1,21 @@
+"""Byte-level BPE tokenizer with native training and encoding.
+
+``BPETokenizer.train(files_or_iterator, vocab_size, pattern="gpt4", ...)``
+learns merges with rustbpe's exact tie rules; ``encode``/``decode`` follow
+tiktoken. See :mod:`shardkit.tokenizer.bpe`.
+"""
+
+from shardkit.tokenizer.bpe import BPETokenizer
+from shardkit.tokenizer.chat import CHAT_SPECIAL_TOKENS, ChatEncoding, ChatTemplate
+from shardkit.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, NAMED_PATTERNS, O200K_PATTERN
+
+__all__ = [
+    "BPETokenizer",
+    "CHAT_SPECIAL_TOKENS",
+    "ChatEncoding",
+    "ChatTemplate",
+    "GPT2_PATTERN",
+    "GPT4_PATTERN",
+    "NAMED_PATTERNS",
+    "O200K_PATTERN",
+]

@@ -1,0 +1,68 @@
+"""Named pre-tokenization split patterns (Python ``regex`` syntax).
+
+``gpt4``, ``gpt2`` and ``o200k`` have hand-written native splitters that agree
+byte for byte with the ``regex`` module on these exact texts (tests check it
+on English, Chinese, mixed scripts, emoji and invalid UTF-8). Any other
+pattern is a custom one: it is compiled with ``regex`` and split in Python.
+"""
+
+from __future__ import annotations
+
+GPT4_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+#: name -> (pattern text, code of the native splitter in shardkit._C)
+NAMED_PATTERNS: dict[str, tuple[str, int]] = {
+    "gpt4": (GPT4_PATTERN, 0),
+    "gpt2": (GPT2_PATTERN, 1),
+    "o200k": (O200K_PATTERN, 2),
+}
+
+
+def resolve_pattern(pattern: str) -> tuple[str, int | None]:
+    """Return ``(pattern text, native splitter code or None)`` for a name or a pattern text.
+
+    A pattern text equal to a named one uses its native splitter too.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"pattern: expected 'gpt4', 'gpt2', 'o200k' or a non-empty regex, got {pattern!r}")
+    if pattern in NAMED_PATTERNS:
+        return NAMED_PATTERNS[pattern]
+    for text, code in NAMED_PATTERNS.values():
+        if pattern == text:
+            return text, code
+    return pattern, None
+
+
+def compile_pattern(text: str):
+    """Compile a split pattern with the ``regex`` module, with a clear error when it is invalid."""
+    import regex
+
+    try:
+        return regex.compile(text)
+    except regex.error as exc:
+        raise ValueError(f"pattern: invalid regex {text!r}: {exc}") from None
+
+
+def split_bytes_reference(text: str, data: bytes) -> list[bytes]:
+    """Split ``data`` with the ``regex`` module: the spec the native splitters follow.
+
+    Invalid UTF-8 bytes become lone surrogates (``surrogateescape``), which
+    match no letter, number or space class, and come back as the same bytes.
+    """
+    compiled = compile_pattern(text)
+    decoded = data.decode("utf-8", "surrogateescape")
+    return [m.encode("utf-8", "surrogateescape") for m in compiled.findall(decoded)]
