@@ -21,8 +21,19 @@ namespace shardkit::optim_loop {
 template <typename P>
 constexpr bool kHasMaster = !std::is_same_v<P, float>;
 
+// A low-precision parameter is only written (its master is read instead), so
+// the main loops store it non-temporally; fp32 parameters were just read.
+template <typename S, bool kStream, typename P, typename V>
+static inline void store_param(P* param, V p) {
+  if constexpr (kStream && kHasMaster<P>) {
+    S::store_stream(param, p);
+  } else {
+    S::store(param, p);
+  }
+}
+
 // Updates `n` elements (n == kWidth, or fewer through the tail buffers).
-template <typename S, typename P, typename G>
+template <typename S, typename P, typename G, bool kStream>
 static inline void adam_vector(P* param, const G* grad, float* master, float* m, float* v, float* vmax,
                                const AdamCoeffs<typename S::Vec>& c) {
   using V = typename S::Vec;
@@ -36,7 +47,7 @@ static inline void adam_vector(P* param, const G* grad, float* master, float* m,
   S::store(v, vv);
   if (c.amsgrad) S::store(vmax, xv);
   if constexpr (kHasMaster<P>) S::store(master, p);
-  S::store(param, p);
+  store_param<S, kStream>(param, p);
 }
 
 template <typename S, typename P, typename G>
@@ -52,15 +63,16 @@ static void adam_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, c
   int64_t k = lo;
   // Two vectors per iteration: more independent loads in flight per sqrt/div.
   for (; k + 2 * W <= hi; k += 2 * W) {
-    adam_vector<S, P, G>(param + k, grad + k, master ? master + k : nullptr, m + k, v + k,
+    adam_vector<S, P, G, true>(param + k, grad + k, master ? master + k : nullptr, m + k, v + k,
                          vmax ? vmax + k : nullptr, c);
-    adam_vector<S, P, G>(param + k + W, grad + k + W, master ? master + k + W : nullptr, m + k + W, v + k + W,
+    adam_vector<S, P, G, true>(param + k + W, grad + k + W, master ? master + k + W : nullptr, m + k + W, v + k + W,
                          vmax ? vmax + k + W : nullptr, c);
   }
   for (; k + W <= hi; k += W) {
-    adam_vector<S, P, G>(param + k, grad + k, master ? master + k : nullptr, m + k, v + k,
+    adam_vector<S, P, G, true>(param + k, grad + k, master ? master + k : nullptr, m + k, v + k,
                          vmax ? vmax + k : nullptr, c);
   }
+  S::fence();
   if (k == hi) return;
   // Tail: run the same vector body on zero-padded copies, write back n lanes.
   const int64_t n = hi - k;
@@ -73,7 +85,7 @@ static void adam_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, c
   std::memcpy(tm, m + k, n * sizeof(float));
   std::memcpy(tv, v + k, n * sizeof(float));
   if (vmax) std::memcpy(tx, vmax + k, n * sizeof(float));
-  adam_vector<S, P, G>(tp, tg, tmaster, tm, tv, tx, c);
+  adam_vector<S, P, G, false>(tp, tg, tmaster, tm, tv, tx, c);
   std::memcpy(param + k, tp, n * sizeof(P));
   if (master) std::memcpy(master + k, tmaster, n * sizeof(float));
   std::memcpy(m + k, tm, n * sizeof(float));
@@ -81,7 +93,7 @@ static void adam_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, c
   if (vmax) std::memcpy(vmax + k, tx, n * sizeof(float));
 }
 
-template <typename S, typename P, typename G>
+template <typename S, typename P, typename G, bool kStream>
 static inline void sgd_vector(P* param, const G* grad, float* master, float* buf,
                               const SgdCoeffs<typename S::Vec>& c) {
   using V = typename S::Vec;
@@ -91,7 +103,7 @@ static inline void sgd_vector(P* param, const G* grad, float* master, float* buf
   sgd_update(p, b, g, c);
   if (c.has_momentum) S::store(buf, b);
   if constexpr (kHasMaster<P>) S::store(master, p);
-  S::store(param, p);
+  store_param<S, kStream>(param, p);
 }
 
 template <typename S, typename P, typename G>
@@ -104,8 +116,9 @@ static void sgd_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, co
   constexpr int W = S::kWidth;
   int64_t k = lo;
   for (; k + W <= hi; k += W) {
-    sgd_vector<S, P, G>(param + k, grad + k, master ? master + k : nullptr, buf ? buf + k : nullptr, c);
+    sgd_vector<S, P, G, true>(param + k, grad + k, master ? master + k : nullptr, buf ? buf + k : nullptr, c);
   }
+  S::fence();
   if (k == hi) return;
   const int64_t n = hi - k;
   P tp[W] = {};
@@ -115,7 +128,7 @@ static void sgd_span(const OptimTensors& t, size_t i, int64_t lo, int64_t hi, co
   std::memcpy(tg, grad + k, n * sizeof(G));
   if (master) std::memcpy(tmaster, master + k, n * sizeof(float));
   if (buf) std::memcpy(tb, buf + k, n * sizeof(float));
-  sgd_vector<S, P, G>(tp, tg, tmaster, tb, c);
+  sgd_vector<S, P, G, false>(tp, tg, tmaster, tb, c);
   std::memcpy(param + k, tp, n * sizeof(P));
   if (master) std::memcpy(master + k, tmaster, n * sizeof(float));
   if (buf) std::memcpy(buf + k, tb, n * sizeof(float));

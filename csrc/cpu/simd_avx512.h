@@ -5,6 +5,8 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "shardkit/half.h"
 
 namespace shardkit::simd_avx512 {
@@ -37,10 +39,11 @@ struct Simd {
   }
 
   static inline void store(float* p, Vec x) { _mm512_storeu_ps(p, x.v); }
-  static inline void store(BF16* p, Vec x) {
-    __m256i bits;
+  static inline __m256i pack(const BF16*, Vec x) {
     if constexpr (kNativeBf16) {
-      bits = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x.v));
+      // vcvtneps2bf16 rounds to nearest even; it treats fp32 denormal inputs
+      // as zero, which only masters below 1.2e-38 could notice.
+      return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x.v));
     } else {
       __m512i u = _mm512_castps_si512(x.v);
       __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -48,13 +51,22 @@ struct Simd {
       __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
       __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
       __mmask16 is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f800000));
-      bits = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(is_nan, rounded, quiet));
+      return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(is_nan, rounded, quiet));
     }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bits);
   }
-  static inline void store(F16* p, Vec x) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT));
+  static inline __m256i pack(const F16*, Vec x) { return _mm512_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT); }
+
+  static inline void store(BF16* p, Vec x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), pack(p, x)); }
+  static inline void store(F16* p, Vec x) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), pack(p, x)); }
+
+  // Non-temporal store of a parameter that is written but never read (see
+  // simd_avx2.h).
+  template <typename T>
+  static inline void store_stream(T* p, Vec x) {
+    if ((reinterpret_cast<uintptr_t>(p) & 31) != 0) return store(p, x);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), pack(p, x));
   }
+  static inline void fence() { _mm_sfence(); }
 };
 
 }  // namespace shardkit::simd_avx512

@@ -14,6 +14,9 @@ struct Simd {
   static inline void store(float* p, Vec v) { *p = v; }
   static inline void store(BF16* p, Vec v) { p->bits = float_to_bf16(v); }
   static inline void store(F16* p, Vec v) { p->bits = float_to_f16(v); }
+  template <typename T>
+  static inline void store_stream(T* p, Vec v) { store(p, v); }
+  static inline void fence() {}
 };
 
 }  // namespace shardkit::simd_scalar
