@@ -85,6 +85,22 @@ class FusedOptimizer(torch.optim.Optimizer):
                 buckets[(p.device, p.dtype, g.dtype)].append((p, g, self._init_state(p, group)))
         return buckets
 
+    def _fused_step(self, group: dict, bucket: list, grad_scale, found_inf) -> None:
+        """One native call updating ``bucket``'s (param, grad, state) triples."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs one optimization step; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            for (device, _, _), bucket in self._buckets(gi, group).items():
+                self._fused_step(group, bucket, *amp_tensors(self, device))
+        return loss
+
     def load_state_dict(self, state_dict: dict) -> None:
         """Loads state saved by this class or by its torch.optim counterpart, keeping fp32 state in fp32."""
         super().load_state_dict(state_dict)

@@ -71,48 +71,36 @@ class FusedAdam(mp.FusedOptimizer):
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
             state["exp_avg"] = mp.fp32_zeros_like(p)
             state["exp_avg_sq"] = mp.fp32_zeros_like(p)
-            if mp.is_low_precision(p):
-                state["master_param"] = p.detach().float()
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = mp.fp32_zeros_like(p)
         if mp.is_low_precision(p) and "master_param" not in state:
-            # State loaded from torch.optim has no master: start from the parameter.
+            # First step, or state loaded from torch.optim (no master): start from the parameter.
             state["master_param"] = p.detach().float()
         return state
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Performs one optimization step; ``closure`` re-evaluates the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for gi, group in enumerate(self.param_groups):
-            amsgrad = group["amsgrad"]
-            beta1, beta2 = group["betas"]
-            for (device, _, _), bucket in self._buckets(gi, group).items():
-                grad_scale, found_inf = mp.amp_tensors(self, device)
-                states = [s for _, _, s in bucket]
-                torch.ops.shardkit.fused_adam_(
-                    [p for p, _, _ in bucket],
-                    [g for _, g, _ in bucket],
-                    [s["master_param"] for s in states if "master_param" in s],
-                    [s["exp_avg"] for s in states],
-                    [s["exp_avg_sq"] for s in states],
-                    [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
-                    [s["step"] for s in states],
-                    float(group["lr"]),
-                    float(beta1),
-                    float(beta2),
-                    float(group["eps"]),
-                    float(group["weight_decay"]),
-                    amsgrad,
-                    group["maximize"],
-                    group["decoupled_weight_decay"],
-                    grad_scale,
-                    found_inf,
-                )
-        return loss
+    def _fused_step(self, group: dict, bucket: list, grad_scale, found_inf) -> None:
+        amsgrad = group["amsgrad"]
+        beta1, beta2 = group["betas"]
+        states = [s for _, _, s in bucket]
+        torch.ops.shardkit.fused_adam_(
+            [p for p, _, _ in bucket],
+            [g for _, g, _ in bucket],
+            [s["master_param"] for s in states if "master_param" in s],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+            [s["step"] for s in states],
+            float(group["lr"]),
+            float(beta1),
+            float(beta2),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            amsgrad,
+            group["maximize"],
+            group["decoupled_weight_decay"],
+            grad_scale,
+            found_inf,
+        )
 
 
 class FusedAdamW(FusedAdam):

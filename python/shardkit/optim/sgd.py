@@ -57,43 +57,33 @@ class FusedSGD(mp.FusedOptimizer):
             state["master_param"] = p.detach().float()
         return state
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Performs one optimization step; ``closure`` re-evaluates the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for gi, group in enumerate(self.param_groups):
-            momentum = float(group["momentum"])
-            for (device, _, _), bucket in self._buckets(gi, group).items():
-                grad_scale, found_inf = mp.amp_tensors(self, device)
-                # Parameters without a momentum buffer yet start it from their
-                # gradient (torch's rule): they go in a call of their own.
-                fresh = [b for b in bucket if b[2].get("momentum_buffer") is None]
-                seasoned = [b for b in bucket if b[2].get("momentum_buffer") is not None]
-                for first_step, part in ((True, fresh), (False, seasoned)):
-                    if not part:
-                        continue
-                    states = [s for _, _, s in part]
-                    if momentum != 0 and first_step:
-                        if found_inf is not None and found_inf.item() != 0:
-                            continue  # a skipped step must not start the buffers either
-                        for p, _, s in part:
-                            s["momentum_buffer"] = mp.fp32_zeros_like(p)
-                    torch.ops.shardkit.fused_sgd_(
-                        [p for p, _, _ in part],
-                        [g for _, g, _ in part],
-                        [s["master_param"] for s in states if "master_param" in s],
-                        [s["momentum_buffer"] for s in states] if momentum != 0 else [],
-                        float(group["lr"]),
-                        momentum,
-                        float(group["dampening"]),
-                        float(group["weight_decay"]),
-                        bool(group["nesterov"]),
-                        bool(group["maximize"]),
-                        first_step and momentum != 0,
-                        grad_scale,
-                        found_inf,
-                    )
-        return loss
+    def _fused_step(self, group: dict, bucket: list, grad_scale, found_inf) -> None:
+        momentum = float(group["momentum"])
+        # Parameters without a momentum buffer yet start it from their
+        # gradient (torch's rule): they go in a call of their own.
+        fresh = [b for b in bucket if b[2].get("momentum_buffer") is None]
+        seasoned = [b for b in bucket if b[2].get("momentum_buffer") is not None]
+        for first_step, part in ((True, fresh), (False, seasoned)):
+            if not part:
+                continue
+            states = [s for _, _, s in part]
+            if momentum != 0 and first_step:
+                if found_inf is not None and found_inf.item() != 0:
+                    continue  # a skipped step must not start the buffers either
+                for p, _, s in part:
+                    s["momentum_buffer"] = mp.fp32_zeros_like(p)
+            torch.ops.shardkit.fused_sgd_(
+                [p for p, _, _ in part],
+                [g for _, g, _ in part],
+                [s["master_param"] for s in states if "master_param" in s],
+                [s["momentum_buffer"] for s in states] if momentum != 0 else [],
+                float(group["lr"]),
+                momentum,
+                float(group["dampening"]),
+                float(group["weight_decay"]),
+                bool(group["nesterov"]),
+                bool(group["maximize"]),
+                first_step and momentum != 0,
+                grad_scale,
+                found_inf,
+            )
