@@ -278,3 +278,63 @@ def run_memory_layout(rank, world):
     # While block 1 runs, block 0 has been freed again; the root stays gathered.
     assert seen == [False] and state.groups[0].is_unsharded and not state.groups[2].is_unsharded
     return True
+
+
+def _train_steps(model, opt, rank, world, steps, first_step):
+    losses = []
+    for step in range(first_step, first_step + steps):
+        # The same 12 rows at every world size (12 divides by 2, 3 and 4), split over the ranks.
+        batch = torch.randint(0, 61, (12, SEQ), generator=torch.Generator().manual_seed(2000 + step))
+        rows = batch.view(world, -1, SEQ)[rank]
+        loss = model(rows, labels=rows).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(mean_over_ranks(loss))
+    return losses
+
+
+def run_sharded_checkpoint(rank, world, directory, phase, optim):
+    """phase "save": train 3 steps, checkpoint, train 3 more (the uninterrupted run);
+    phase "resume": load the checkpoint into a fresh model and train the same 3 steps."""
+    join()
+    model = fsdp.shard(tiny_gpt(seed=11 if phase == "save" else 12), units=[Block])
+    opt = FusedAdamW(model.parameters(), lr=ADAM_LR) if optim == "adamw" else FusedSGD(model.parameters(), lr=0.2, momentum=0.9)
+    if phase == "save":
+        _train_steps(model, opt, rank, world, 3, 0)
+        fsdp.save_sharded_checkpoint(model, opt, directory)
+    else:
+        fsdp.load_sharded_checkpoint(model, opt, directory)
+    losses = _train_steps(model, opt, rank, world, 3, 3)
+    full = fsdp.full_state_dict(model, rank0_only=False)
+    # numpy arrays travel back by value (tensors would go through shared file descriptors).
+    return losses, {k: v.numpy() for k, v in full.items()}
+
+
+def run_checkpoint_of_other_model(rank, world, directory):
+    join()
+    model = fsdp.shard(tiny_gpt(), units=[Block])
+    fsdp.save_sharded_checkpoint(model, None, directory)
+    other = fsdp.shard(tiny_gpt(num_layers=3), units=[Block])
+    try:
+        fsdp.load_sharded_checkpoint(other, None, directory)
+    except ValueError as exc:
+        assert "checkpoint of another model" in str(exc), exc
+        return True
+    raise AssertionError("loading another model's sharded checkpoint did not raise")
+
+
+def run_interrupted_save(rank, world, directory):
+    """Rank 1 dies in the middle of save_sharded_checkpoint (after the temporary directory exists)."""
+    join()
+    comm.get_group().set_timeout(5.0)
+    model = fsdp.shard(tiny_gpt(seed=13), units=[Block])
+    if rank == 1:
+        import safetensors.torch
+
+        def crash(*args, **kwargs):
+            os._exit(3)
+
+        safetensors.torch.save_file = crash
+    fsdp.save_sharded_checkpoint(model, None, directory)
+    return True
