@@ -338,3 +338,29 @@ def run_interrupted_save(rank, world, directory):
         safetensors.torch.save_file = crash
     fsdp.save_sharded_checkpoint(model, None, directory)
     return True
+
+
+def sft_trainer(output_dir: str, per_device_batch: int, optim: str = "adamw_fused"):
+    """A small SFT run on our GPT with the offline toy tokenizer and data (as tests/trainers)."""
+    from shardkit.models import GPTConfig
+    from shardkit.trainers import SFTConfig, SFTTrainer
+    from shardkit.trainers.toy import char_tokenizer, toy_records
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                          num_kv_heads=2, max_position_embeddings=256, tie_word_embeddings=True))
+    args = SFTConfig(output_dir=output_dir, learning_rate=1e-3, per_device_train_batch_size=per_device_batch,
+                     max_steps=4, lr_scheduler_type="constant", logging_steps=1, optim=optim, report_to=[],
+                     disable_tqdm=True, max_length=64, seed=0, max_grad_norm=0.5, gradient_accumulation_steps=2)
+    return SFTTrainer(model, args=args, train_dataset=toy_records("prompt_completion", 16), processing_class=tok)
+
+
+def run_sft_trainer(rank, world, output_dir):
+    """The trainer under WORLD_SIZE ranks: prepare_model_and_optimizer shards it (FULL_SHARD)."""
+    torch.set_num_threads(1)
+    trainer = sft_trainer(output_dir, per_device_batch=2)
+    history = trainer.train().log_history
+    assert fsdp.get_state(trainer.model).strategy == "FULL_SHARD"
+    full = fsdp.full_state_dict(trainer.model, rank0_only=False)
+    return history, {k: v.numpy() for k, v in full.items()}

@@ -51,9 +51,12 @@ def _layout(state, optimizer) -> dict:
     return {"format": "shardkit.fsdp.sharded/1", "world_size": state.world_size, "groups": groups, "param_groups": hyper}
 
 
-def save_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer | None, directory: str | os.PathLike) -> str:
+def save_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer | None, directory: str | os.PathLike,
+                            *, write_extra=None) -> str:
     """Write this rank's shards (and ``optimizer``'s state for them) under ``directory``; a collective.
 
+    ``write_extra(tmp_dir)``, if given, runs on rank 0 before the rename, to
+    add files (e.g. a trainer's state) to the same atomic checkpoint.
     Returns the directory. An existing checkpoint there is replaced only once the new one is complete.
     """
     from safetensors.torch import save_file
@@ -81,6 +84,8 @@ def save_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer |
     if state.rank == 0:
         with open(os.path.join(tmp, _LAYOUT), "w") as f:
             json.dump(_layout(state, optimizer), f, indent=1)
+        if write_extra is not None:
+            write_extra(tmp)
     _barrier(state)
     if state.rank == 0:
         old = os.path.join(os.path.dirname(final), f".old-{os.path.basename(final)}")
