@@ -36,3 +36,32 @@ def test_two_rank_full_shard_sft_equals_single_process(tmp_path):
     assert sorted(os.listdir(ckpt)) == ["extra.safetensors", "layout.json", "rng.safetensors",
                                         "shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors",
                                         "trainer_state.json"]
+
+
+def test_shardkit_train_nproc_2_runs_sharded(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    import json
+
+    from shardkit.cli import main
+    from shardkit.trainers.toy import toy_records
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in toy_records("prompt_completion", 8)) + "\n")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'[model]\npreset = "tiny"\n[tokenizer]\nname = "char"\n[data]\ntrain = "{data}"\n'
+                   f'[trainer]\nlearning_rate = 0.01\nmax_steps = 2\nper_device_train_batch_size = 2\n'
+                   f'output_dir = "{tmp_path / "out"}"\ndisable_tqdm = true\nlogging_steps = 1\n')
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(fsdp_cases.__file__)))) + "/python", os.environ.get("PYTHONPATH")]))}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert main(["train", "sft", "--config", str(cfg), "--nproc", "2"]) == 0
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+    ckpt = tmp_path / "out" / "checkpoint-2"
+    assert (ckpt / "shard-00000-of-00002.safetensors").is_file() and (ckpt / "shard-00001-of-00002.safetensors").is_file()
