@@ -129,3 +129,16 @@ def test_loading_another_models_state_is_refused():
     model = fsdp.shard(fsdp_cases.tiny_gpt(), units=[Block])
     with pytest.raises(ValueError, match="source: not a state of this model: missing"):
         fsdp.load_full_state_dict(model, {"weight": torch.zeros(3)})
+
+
+def test_hf_llama_with_tied_weights_trains_like_the_unsharded_model():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    ref = transformers.LlamaForCausalLM(config)
+    layer_cls = type(ref.model.layers[0])
+    model = fsdp.shard(copy.deepcopy(ref), units=[layer_cls], strategy="FULL_SHARD")
+    assert len(fsdp.get_state(model).units) == 3
+    assert _train(model) == _train(ref)
