@@ -84,9 +84,13 @@ def _rank(rank, world, steps, batch, seq):
             comm.barrier()
             if step:
                 times[name].append(time.perf_counter() - t)
+    # Model-state bytes with gradients present (after a backward, before the step).
     ours, opt = setups["shardkit FULL_SHARD"]
+    ours(x, labels=x).loss.backward()
     n_params = sum(p.numel() for p in _model().parameters())
-    return {"times": times, "state_bytes": _state_bytes(list(ours.parameters()), opt), "params": n_params}
+    padded = sum(g.padded_numel for g in fsdp.get_state(ours).groups)
+    return {"times": times, "state_bytes": _state_bytes(list(ours.parameters()), opt), "params": n_params,
+            "padding": padded / n_params - 1}
 
 
 def _single(steps, batch, seq, world):
@@ -131,6 +135,7 @@ def main(argv=None) -> dict:
                    "NO_SHARD / DDP": med["shardkit NO_SHARD"] / med["torch DDP"]},
         "state_bytes_per_rank": ranks[0]["state_bytes"],
         "state_bytes_over_16psi_per_n": ranks[0]["state_bytes"] / (16 * n / world),
+        "padding_fraction": ranks[0]["padding"],
     }
     print(f"{'setup':32s} {'median step (s)':>16s}")
     for name, t in med.items():
@@ -138,6 +143,7 @@ def main(argv=None) -> dict:
     for k, v in result["ratios"].items():
         print(f"{k:32s} {v:16.2f}x")
     print(f"{'bytes/rank over 16*params/N':32s} {result['state_bytes_over_16psi_per_n']:16.4f}")
+    print(f"{'padding':32s} {result['padding_fraction']:16.2e}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
