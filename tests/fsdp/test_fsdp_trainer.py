@@ -38,7 +38,7 @@ def test_two_rank_full_shard_sft_equals_single_process(tmp_path):
                                         "trainer_state.json"]
 
 
-def test_shardkit_train_nproc_2_runs_sharded(tmp_path, capsys):
+def test_shardkit_train_nproc_2_runs_sharded(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     import json
 
@@ -51,17 +51,8 @@ def test_shardkit_train_nproc_2_runs_sharded(tmp_path, capsys):
     cfg.write_text(f'[model]\npreset = "tiny"\n[tokenizer]\nname = "char"\n[data]\ntrain = "{data}"\n'
                    f'[trainer]\nlearning_rate = 0.01\nmax_steps = 2\nper_device_train_batch_size = 2\n'
                    f'output_dir = "{tmp_path / "out"}"\ndisable_tqdm = true\nlogging_steps = 1\n')
-    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
-        os.path.dirname(os.path.abspath(fsdp_cases.__file__)))) + "/python", os.environ.get("PYTHONPATH")]))}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        assert main(["train", "sft", "--config", str(cfg), "--nproc", "2"]) == 0
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k)
-            else:
-                os.environ[k] = v
+    # torchrun's children inherit this environment (and so find the same shardkit).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["train", "sft", "--config", str(cfg), "--nproc", "2"]) == 0
     ckpt = tmp_path / "out" / "checkpoint-2"
     assert (ckpt / "shard-00000-of-00002.safetensors").is_file() and (ckpt / "shard-00001-of-00002.safetensors").is_file()
