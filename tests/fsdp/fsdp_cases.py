@@ -272,11 +272,15 @@ def run_memory_layout(rank, world):
     assert all(not g.is_unsharded for g in state.groups)
     with torch.no_grad():
         seen = []
-        hook = model.layers[1].register_forward_pre_hook(lambda m, a: seen.append(state.groups[1].is_unsharded))
+        hooks = [model.layers[0].register_forward_pre_hook(lambda m, a: seen.append(state.groups[2].is_unsharded)),
+                 model.layers[1].register_forward_pre_hook(lambda m, a: seen.append(state.groups[1].is_unsharded))]
         model(rows)
-        hook.remove()
-    # While block 1 runs, block 0 has been freed again; the root stays gathered.
-    assert seen == [False] and state.groups[0].is_unsharded and not state.groups[2].is_unsharded
+        for hook in hooks:
+            hook.remove()
+    # When block 0 starts, block 1's gather is already under way (prefetched,
+    # from the order the last iteration ran in); when block 1 runs, block 0 has
+    # been freed again; the root stays gathered.
+    assert seen == [True, False] and state.groups[0].is_unsharded and not state.groups[2].is_unsharded
     return True
 
 

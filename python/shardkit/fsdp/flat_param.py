@@ -71,6 +71,7 @@ class FlatGroup:
             # Gathered at first (so the views can be made); the caller frees it.
             self.full = flat.to(self.compute_dtype).requires_grad_(self.trainable)
         self.stale = False  # True: full does not hold the shards' current values
+        self.gathering = None  # Work of a prefetch all-gather in flight
         self.pending: list = []  # (work, reduced gradient) of gradient reductions in flight
 
     # ---- parameters --------------------------------------------------------
@@ -84,8 +85,20 @@ class FlatGroup:
 
     def unshard(self) -> None:
         """Gather the full parameters into ``full`` (a no-op when they are there and current)."""
+        if self.gathering is not None:
+            self.gathering.wait()
+            self.gathering = None
+            return
         if self.is_unsharded and not self.stale:
             return
+        self._gather(async_op=False)
+
+    def prefetch(self) -> None:
+        """Start gathering the full parameters in the background; ``unshard`` waits for it."""
+        if self.gathering is None and self.shard_world > 1 and (self.stale or not self.is_unsharded):
+            self._gather(async_op=True)
+
+    def _gather(self, async_op: bool) -> None:
         storage = self.full.untyped_storage()
         if storage.size() == 0:
             storage.resize_(self.padded_numel * self.full.element_size())
@@ -97,11 +110,14 @@ class FlatGroup:
             own = out[self.rank * m : (self.rank + 1) * m] if self.shard_world > 1 else out
             own.copy_(self.shard.detach())
             if self.shard_world > 1:
-                comm.all_gather(out, own, group=self.group)
+                self.gathering = comm.all_gather(out, own, group=self.group, async_op=async_op)
         self.stale = False
 
     def reshard(self) -> None:
         """Free the full parameters (kept when every rank holds them all anyway)."""
+        if self.gathering is not None:  # never free memory a gather is writing
+            self.gathering.wait()
+            self.gathering = None
         if self.shard_world > 1 and self.is_unsharded:
             self._free()
 

@@ -2,7 +2,9 @@
 
 The schedule, per unit (see ``flat_param.FlatGroup`` for the buffers):
 
-* forward pre-hook: gather the unit's full parameters and point the modules at them;
+* forward pre-hook: gather the unit's full parameters and point the modules
+  at them, then start gathering the next unit's in the background (the order
+  is the one the previous iteration ran in; backward prefetches the other way);
 * forward post-hook: FULL_SHARD frees them again (not the root, whose
   backward comes first); a hook on each output tensor gathers them again
   just before gradients flow into the unit;
@@ -62,6 +64,10 @@ class _Unit:
         for g in self.groups:
             g.reshard()
 
+    def prefetch(self) -> None:
+        for g in self.groups:
+            g.prefetch()
+
 
 class ShardState:
     """What ``shard()`` attaches to the model (``model._shardkit_fsdp``)."""
@@ -70,6 +76,10 @@ class ShardState:
         self.units, self.strategy, self.group, self.mixed_precision = units, strategy, group, mixed_precision
         self.sync = True  # False inside no_sync(): gradients accumulate unreduced
         self.in_backward = False
+        # Units in the order their forwards ran: this iteration's, and the last
+        # complete one's, which says whose all-gather to prefetch next.
+        self.order: list[_Unit] = []
+        self.last_order: list[_Unit] = []
         self.groups = [g for u in units for g in u.groups]
 
     @property
@@ -87,11 +97,15 @@ class ShardState:
             # A new iteration: the shards may have been stepped since the last gather.
             for g in self.groups:
                 g.stale = not g.alias
+            self.order = []
             policy = self.mixed_precision
             if policy.param_dtype is not None and policy.cast_forward_inputs:
                 cast = lambda t: t.to(policy.param_dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
                 args, kwargs = tree_map(cast, args), tree_map(cast, kwargs)
         unit.unshard()
+        if not self.in_backward:
+            self.order.append(unit)
+            self._prefetch_after(unit, +1)
         return args, kwargs
 
     def post_forward(self, unit: _Unit, args, kwargs, output):
@@ -106,7 +120,20 @@ class ShardState:
     def pre_backward(self, unit: _Unit, grad):
         self._enter_backward()
         unit.unshard()
+        self._prefetch_after(unit, -1)
         return grad
+
+    def _prefetch_after(self, unit: _Unit, direction: int) -> None:
+        """Start gathering the unit that ran after (forward) or before (backward) ``unit`` last iteration.
+
+        Every rank ran the same forwards, so every rank prefetches the same units in the same order.
+        """
+        order = self.last_order
+        if self.strategy == "NO_SHARD" or unit not in order:
+            return
+        i = order.index(unit) + direction
+        if 0 <= i < len(order) and order[i] is not unit:
+            order[i].prefetch()
 
     def post_accumulate(self, group: FlatGroup) -> None:
         self._enter_backward()
@@ -125,6 +152,7 @@ class ShardState:
             g.finish_grad()
             g.reshard()
         self.in_backward = False
+        self.last_order = self.order
 
 
 def _tensors(value):
