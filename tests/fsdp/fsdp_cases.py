@@ -9,9 +9,9 @@ tokens per rank, so the mean of the rank losses is the reference loss.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-import tempfile
 from types import SimpleNamespace
 
 import torch
@@ -94,7 +94,7 @@ def train_and_compare(rank, world, strategy, optim, units=(Block,), model_fn=tin
         rows = batch.view(world, accumulate * ROWS_PER_RANK, SEQ)[rank].split(ROWS_PER_RANK)
         losses = []
         for i, micro in enumerate(rows):
-            ctx = fsdp.no_sync(sharded) if i < accumulate - 1 else _nullcontext()
+            ctx = fsdp.no_sync(sharded) if i < accumulate - 1 else contextlib.nullcontext()
             with ctx:
                 loss = sharded(micro, labels=micro).loss / accumulate
                 loss.backward()
@@ -108,14 +108,6 @@ def train_and_compare(rank, world, strategy, optim, units=(Block,), model_fn=tin
         assert abs(loss - ref_loss.item()) <= TOL, f"{what}: step {step} loss {loss} != {ref_loss.item()}"
     assert_params_match(sharded, ref, TOL, what)
     return True
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def join(threads: int = 1) -> None:
@@ -216,10 +208,6 @@ def run_full_state_roundtrip(rank, world, directory):
     else:
         raise AssertionError("loading another model's checkpoint did not raise")
     return True
-
-
-def full_state_directory():
-    return tempfile.mkdtemp(prefix="shardkit_fsdp_")
 
 
 def run_against_torch_fsdp2(rank, world):

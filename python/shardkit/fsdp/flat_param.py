@@ -159,11 +159,11 @@ class FlatGroup:
                 self.shard.grad.add_(reduced)
         self.pending.clear()
 
-    def full_values(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """(padded,) every rank's shard gathered, in ``dtype`` (default the shard's); a collective."""
+    def full_values(self) -> torch.Tensor:
+        """(padded,) every rank's shard gathered, in the shard's dtype; a collective."""
         out = torch.empty(self.padded_numel, dtype=self.dtype)
         if self.shard_world > 1:
             comm.all_gather(out, self.shard.detach(), group=self.group)
         else:
             out.copy_(self.shard.detach())
-        return out if dtype is None else out.to(dtype)
+        return out
