@@ -61,7 +61,9 @@ def _run(args) -> int:
                                       "which is not available yet; use --nproc 1")
         from torch.distributed import run as torchrun
 
-        argv = [f"--nproc-per-node={args.nproc}", "-m", "shardkit.cli", "train", args.trainer, "--nproc", "1"]
+        # Each child runs in-process (--nproc defaults to 1); passing "--nproc" would
+        # be read by torchrun's parser as an ambiguous prefix of --nproc-per-node.
+        argv = [f"--nproc-per-node={args.nproc}", "-m", "shardkit.cli", "train", args.trainer]
         if args.config:
             argv += ["--config", args.config]
         argv += [f"--{k}={v}" for k, v in overrides.items()]

@@ -44,7 +44,9 @@ def _context():
     # (fast, and safe: the server never runs torch's thread pools). Plain
     # "spawn" would import torch again in every child, seconds each.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch.distributed", "shardkit"])
+    # torch._dynamo: torch.optim imports it on first use, seconds per fresh
+    # process on a small machine; preloaded once, every rank forks with it.
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "torch._dynamo", "shardkit"])
     return ctx
 
 

@@ -22,7 +22,7 @@ import torch
 
 from shardkit.data import load_records
 from shardkit.data.records import detect_kind
-from shardkit.trainers import checkpoint
+from shardkit.trainers import checkpoint, data_parallel
 from shardkit.trainers.config import TrainingConfig
 from shardkit.trainers.metrics_log import MetricsLog
 from shardkit.trainers.setup import prepare_model_and_optimizer
@@ -138,7 +138,9 @@ class BaseTrainer:
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train_examples) / self.args.per_device_train_batch_size)
+        # One micro-batch spans all data-parallel ranks: world * per-device examples.
+        global_bs = self.args.per_device_train_batch_size * data_parallel.data_parallel_world()
+        return math.ceil(len(self.train_examples) / global_bs)
 
     def total_steps(self) -> int:
         if self.args.max_steps > 0:
@@ -158,7 +160,12 @@ class BaseTrainer:
         epoch, j = divmod(index, self.batches_per_epoch)
         order = self.epoch_order(epoch)
         bs = self.args.per_device_train_batch_size
-        return self.collate([self.train_examples[i] for i in order[j * bs:(j + 1) * bs]])
+        world, rank = data_parallel.data_parallel_world(), data_parallel.rank()
+        rows = order[j * bs * world:(j + 1) * bs * world][rank * bs:(rank + 1) * bs]
+        if not rows:
+            raise ValueError(f"rank {rank} has no examples in micro-batch {index}: the dataset ({len(order)} examples) "
+                             f"leaves a last batch smaller than {world} ranks; drop or add examples")
+        return self.collate([self.train_examples[i] for i in rows])
 
     # -- loop -----------------------------------------------------------------
     def record(self, name: str, value: float) -> None:
@@ -182,19 +189,20 @@ class BaseTrainer:
                 step = self.state.global_step
                 batches = [self.micro_batch(step * ga + i) for i in range(ga)]
                 num_items = self.count_items(batches) if self.token_level_loss else None
+                if num_items is not None:
+                    # Normalise by the tokens of all ranks; undo the gradient average over ranks.
+                    num_items = int(data_parallel.sum_over_ranks(num_items, self.model))
+                world = data_parallel.data_parallel_world() if data_parallel.is_sharded(self.model) else 1
                 step_loss = 0.0
                 for batch in batches:
                     loss = self.compute_loss(self.model, batch, num_items)
-                    if num_items is None:
-                        loss = loss / len(batches)
+                    loss = loss / len(batches) if num_items is None else loss * world
                     loss.backward()
                     step_loss += float(loss.detach())
                     self.state.num_tokens += self.count_tokens(batch)
+                step_loss = data_parallel.sum_over_ranks(step_loss, self.model) / world
                 # The norm is taken before clipping, as transformers logs it.
-                if args.max_grad_norm > 0:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm))
-                else:
-                    grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+                grad_norm = data_parallel.clip_and_norm(self.model, params, args.max_grad_norm)
                 lr = self.lr_scheduler.get_last_lr()[0]
                 self.optimizer.step()
                 self.lr_scheduler.step()

@@ -13,7 +13,6 @@ Overrides are ``section.key=value`` (``trainer.`` may be left out).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from shardkit.trainers.config import load_config_file, parse_override
@@ -70,10 +69,6 @@ def run(kind: str, config_path: str | None, overrides: dict[str, str]) -> dict[s
     """Build tokenizer, model, data and trainer from the config, train, and return the last log entry."""
     if kind not in TRAINERS:
         raise ValueError(f"trainer must be one of {TRAINERS}, got {kind!r}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        raise NotImplementedError(f"WORLD_SIZE={world}: multi-process training needs shardkit.fsdp.shard(), "
-                                  "which is not available yet; run with --nproc 1")
     config = merge_overrides(load_config_file(config_path) if config_path else {}, overrides)
     trainer_cls, config_cls = _classes(kind)
     args = config_cls.from_dict(config.get("trainer", {}))

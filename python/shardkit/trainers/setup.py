@@ -1,14 +1,17 @@
 """Preparing the model and the optimizer: the one place sharding plugs in.
 
-``prepare_model_and_optimizer`` is what every trainer calls. Today it runs
-single-process (dtype cast, optimizer, scheduler); when ``shardkit.fsdp``
-lands, ``shard(model)`` goes here, after activation checkpointing and
-compile (DESIGN.md: the fixed composition order), and nothing else changes.
+``prepare_model_and_optimizer`` is what every trainer calls: dtype cast,
+then, when several ranks run (``WORLD_SIZE`` > 1, e.g. under
+``shardkit train --nproc N``), ``shardkit.fsdp.shard(model)`` with the
+model's blocks as units (after activation checkpointing and compile,
+DESIGN.md's fixed composition order), then optimizer and scheduler over
+the parameters that remain (the flat shards when sharded).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -52,10 +55,38 @@ def lr_lambda(args: TrainingConfig, total_steps: int):
     return factor
 
 
+def data_parallel_world() -> int:
+    """Ranks training together: the joined group's size, else ``WORLD_SIZE`` (torchrun), else 1."""
+    from shardkit import comm
+
+    if comm.is_initialized():
+        return comm.get_group().world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def shard_for_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """FULL_SHARD ``model`` over all ranks (joining ``shardkit.comm`` if needed), one unit per block."""
+    from shardkit import comm, fsdp
+    from shardkit.checkpointing.blocks import find_blocks
+
+    if not comm.is_initialized():
+        comm.init()
+    try:
+        block_ids = {id(m) for _, m in find_blocks(model)}
+    except ValueError:
+        block_ids = set()  # no layer stack: the whole model is one unit
+    units = (lambda m: id(m) in block_ids) if block_ids else None
+    return fsdp.shard(model, units=units, strategy="FULL_SHARD")
+
+
 def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, total_steps: int):
-    """(model, optimizer, scheduler) ready to train; the seam where ``shard()`` will plug in."""
+    """(model, optimizer, scheduler) ready to train; sharded over the ranks when there are several."""
     if args.bf16:
         model = model.to(torch.bfloat16)
+    if data_parallel_world() > 1:
+        model = shard_for_data_parallel(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, args)

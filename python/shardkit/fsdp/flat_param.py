@@ -1,0 +1,169 @@
+"""``FlatGroup``: the parameters of one unit as one flat buffer, of which each rank keeps 1/N.
+
+Layout: the parameters are laid end to end in registration order, then
+zero-padded to a multiple of the shard world size, so every rank's shard
+has the same length (uneven sizes work at any world size)::
+
+    full  (padded,)  = [p0 | p1 | ... | pad]      compute dtype (param_dtype)
+    shard (padded/N,) = full[rank*m : (rank+1)*m]  the parameters' own dtype
+
+``shard`` is the ``nn.Parameter`` the optimizer steps. ``full`` is an autograd
+leaf; the modules' attributes are views of it (one ``split``, whose backward
+is one concatenation), so the unit's gradient arrives as ``full.grad`` in a
+single buffer, ready to reduce-scatter. Freeing ``full`` releases its storage
+(size 0) while the views saved for backward keep referring to it; gathering
+again refills the same storage, so those views see the parameters again.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shardkit import comm
+
+
+class FlatGroup:
+    """One unit's parameters of one kind (trainable or frozen), flattened and sharded.
+
+    Args:
+        entries: ``[(param, [(module, attr, full name), ...]), ...]`` (every place a parameter is registered).
+        group: the ``shardkit.comm`` group, or None for a single process.
+        sharded: False for NO_SHARD (every rank keeps the whole buffer and all-reduces gradients).
+        param_dtype: compute dtype of the gathered parameters (None: the parameters' dtype).
+        reduce_dtype: dtype gradients are reduced in (None: the compute dtype).
+    """
+
+    def __init__(self, entries, *, group, sharded: bool, param_dtype, reduce_dtype) -> None:
+        params = [p for p, _ in entries]
+        dtypes = {p.dtype for p in params}
+        if len(dtypes) != 1:
+            names = [uses[0][2] for _, uses in entries]
+            raise ValueError(f"model: the parameters of one unit must share a dtype, got {sorted(map(str, dtypes))} for {names}")
+        self.dtype = params[0].dtype
+        self.compute_dtype = param_dtype or self.dtype
+        self.reduce_dtype = reduce_dtype or self.compute_dtype
+        self.trainable = params[0].requires_grad
+        self.uses = [uses for _, uses in entries]
+        self.names = [uses[0][2] for uses in self.uses]
+        self.shapes = [p.shape for p in params]
+        self.numels = [p.numel() for p in params]
+        self.group = group
+        self.world = group.world_size if group is not None else 1
+        self.rank = group.rank if group is not None else 0
+        self.shard_world = self.world if sharded else 1
+        total = sum(self.numels)
+        self.shard_numel = -(-total // self.shard_world)  # ceil
+        self.padded_numel = self.shard_numel * self.shard_world
+        self.pad = self.padded_numel - total
+
+        # (padded,) original values; this rank keeps its block as the shard.
+        flat = torch.zeros(self.padded_numel, dtype=self.dtype)
+        with torch.no_grad():
+            torch.cat([p.detach().reshape(-1) for p in params], out=flat[:total])
+        lo = self.rank * self.shard_numel if sharded else 0
+        self.shard = nn.Parameter(flat[lo : lo + self.shard_numel].clone(), requires_grad=self.trainable)
+        # Same dtype and unsharded: the full buffer is the shard itself (no copy, no gather).
+        self.alias = self.shard_world == 1 and self.compute_dtype == self.dtype
+        if self.alias:
+            self.full = self.shard.detach().requires_grad_(self.trainable)
+        else:
+            # Gathered at first (so the views can be made); the caller frees it.
+            self.full = flat.to(self.compute_dtype).requires_grad_(self.trainable)
+        self.stale = False  # True: full does not hold the shards' current values
+        self.gathering = None  # Work of a prefetch all-gather in flight
+        self.pending: list = []  # (work, reduced gradient) of gradient reductions in flight
+
+    # ---- parameters --------------------------------------------------------
+
+    @property
+    def is_unsharded(self) -> bool:
+        return self.full.untyped_storage().size() > 0
+
+    def _free(self) -> None:
+        self.full.untyped_storage().resize_(0)
+
+    def unshard(self) -> None:
+        """Gather the full parameters into ``full`` (a no-op when they are there and current)."""
+        if self.gathering is not None:
+            self.gathering.wait()
+            self.gathering = None
+            return
+        if self.is_unsharded and not self.stale:
+            return
+        self._gather(async_op=False)
+
+    def prefetch(self) -> None:
+        """Start gathering the full parameters in the background; ``unshard`` waits for it."""
+        if self.gathering is None and self.shard_world > 1 and (self.stale or not self.is_unsharded):
+            self._gather(async_op=True)
+
+    def _gather(self, async_op: bool) -> None:
+        storage = self.full.untyped_storage()
+        if storage.size() == 0:
+            storage.resize_(self.padded_numel * self.full.element_size())
+        # Writes must not bump the version counter: views saved for backward
+        # by an earlier forward point at this storage and are still valid.
+        with torch.no_grad(), torch.autograd._unsafe_preserve_version_counter(self.full):
+            out = self.full.detach()
+            m = self.shard_numel
+            own = out[self.rank * m : (self.rank + 1) * m] if self.shard_world > 1 else out
+            own.copy_(self.shard.detach())
+            if self.shard_world > 1:
+                self.gathering = comm.all_gather(out, own, group=self.group, async_op=async_op)
+        self.stale = False
+
+    def reshard(self) -> None:
+        """Free the full parameters (kept when every rank holds them all anyway)."""
+        if self.gathering is not None:  # never free memory a gather is writing
+            self.gathering.wait()
+            self.gathering = None
+        if self.shard_world > 1 and self.is_unsharded:
+            self._free()
+
+    def install_views(self) -> None:
+        """Point every module attribute at its slice of ``full`` (differentiable views)."""
+        chunks = torch.split(self.full, self.numels + [self.pad])
+        for uses, chunk, shape in zip(self.uses, chunks, self.shapes):
+            view = chunk.view(shape)
+            for module, attr, _ in uses:
+                module.__dict__[attr] = view
+
+    # ---- gradients ---------------------------------------------------------
+
+    def reduce_grad(self) -> None:
+        """Start averaging ``full.grad`` over ranks into this rank's shard (asynchronously)."""
+        grad = self.full.grad  # (padded,) compute dtype
+        self.full.grad = None
+        if grad.dtype != self.reduce_dtype:
+            grad = grad.to(self.reduce_dtype)
+        work = None
+        if self.shard_world > 1:
+            out = torch.empty(self.shard_numel, dtype=self.reduce_dtype)
+            work = comm.reduce_scatter(out, grad, "avg", group=self.group, async_op=True)
+            self.pending.append((work, out, grad))  # grad stays alive until the work is done
+        else:
+            if self.world > 1:
+                work = comm.all_reduce(grad, "avg", group=self.group, async_op=True)
+            self.pending.append((work, grad, None))
+
+    def finish_grad(self) -> None:
+        """Wait for the reductions and accumulate them into ``shard.grad``."""
+        for work, reduced, _ in self.pending:
+            if work is not None:
+                work.wait()
+            reduced = reduced.to(self.dtype) if reduced.dtype != self.dtype else reduced
+            if self.shard.grad is None:
+                self.shard.grad = reduced
+            else:
+                self.shard.grad.add_(reduced)
+        self.pending.clear()
+
+    def full_values(self) -> torch.Tensor:
+        """(padded,) every rank's shard gathered, in the shard's dtype; a collective."""
+        out = torch.empty(self.padded_numel, dtype=self.dtype)
+        if self.shard_world > 1:
+            comm.all_gather(out, self.shard.detach(), group=self.group)
+        else:
+            out.copy_(self.shard.detach())
+        return out

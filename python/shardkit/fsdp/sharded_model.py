@@ -1,0 +1,279 @@
+"""``shard()``: turn a model into ZeRO-style data parallelism over ``shardkit.comm``.
+
+The schedule, per unit (see ``flat_param.FlatGroup`` for the buffers):
+
+* forward pre-hook: gather the unit's full parameters and point the modules
+  at them, then start gathering the next unit's in the background (the order
+  is the one the previous iteration ran in; backward prefetches the other way);
+* forward post-hook: FULL_SHARD frees them again (not the root, whose
+  backward comes first); a hook on each output tensor gathers them again
+  just before gradients flow into the unit;
+* when a unit's gradient buffer is complete (a post-accumulate-grad hook on
+  the flat leaf) its reduction starts asynchronously and the full
+  parameters are freed; a callback at the end of backward waits for the
+  reductions and frees what is left (frozen groups).
+
+With one rank the same hooks run; gathers become copies and reductions vanish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from shardkit import comm
+from shardkit.fsdp.flat_param import FlatGroup
+from shardkit.fsdp.units import assign_parameters, select_units
+
+STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixedPrecision:
+    """Dtypes of a mixed-precision policy; None keeps the parameters' own dtype."""
+
+    param_dtype: torch.dtype | None = None  # dtype of gathered parameters, so of the compute
+    reduce_dtype: torch.dtype | None = None  # dtype gradients are averaged in (default param_dtype)
+    cast_forward_inputs: bool = True  # cast floating-point inputs of the root to param_dtype
+
+    def __post_init__(self) -> None:
+        for name in ("param_dtype", "reduce_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in _FLOAT_DTYPES:
+                raise TypeError(f"MixedPrecision.{name}: expected a floating-point torch.dtype or None, got {value!r}")
+
+
+class _Unit:
+    def __init__(self, module: nn.Module, path: str, groups: list[FlatGroup]) -> None:
+        self.module, self.path, self.groups = module, path, groups
+        self.is_root = path == ""
+
+    def unshard(self) -> None:
+        for g in self.groups:
+            g.unshard()
+            g.install_views()
+
+    def reshard(self) -> None:
+        for g in self.groups:
+            g.reshard()
+
+    def prefetch(self) -> None:
+        for g in self.groups:
+            g.prefetch()
+
+
+class ShardState:
+    """What ``shard()`` attaches to the model (``model._shardkit_fsdp``)."""
+
+    def __init__(self, units: list[_Unit], strategy: str, group, mixed_precision: MixedPrecision) -> None:
+        self.units, self.strategy, self.group, self.mixed_precision = units, strategy, group, mixed_precision
+        self.sync = True  # False inside no_sync(): gradients accumulate unreduced
+        self.in_backward = False
+        # Units in the order their forwards ran: this iteration's, and the last
+        # complete one's, which says whose all-gather to prefetch next.
+        self.order: list[_Unit] = []
+        self.last_order: list[_Unit] = []
+        self.groups = [g for u in units for g in u.groups]
+
+    @property
+    def world_size(self) -> int:
+        return self.group.world_size if self.group is not None else 1
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank if self.group is not None else 0
+
+    # ---- hooks -----------------------------------------------------------------
+
+    def pre_forward(self, unit: _Unit, args, kwargs):
+        if unit.is_root and not self.in_backward:
+            # A new iteration: the shards may have been stepped since the last gather.
+            for g in self.groups:
+                g.stale = not g.alias
+            self.order = []
+            policy = self.mixed_precision
+            if policy.param_dtype is not None and policy.cast_forward_inputs:
+                cast = lambda t: t.to(policy.param_dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+                args, kwargs = tree_map(cast, args), tree_map(cast, kwargs)
+        unit.unshard()
+        if not self.in_backward:
+            self.order.append(unit)
+            self._prefetch_after(unit, +1)
+        return args, kwargs
+
+    def post_forward(self, unit: _Unit, args, kwargs, output):
+        if self.strategy == "FULL_SHARD" and not unit.is_root and not self.in_backward:
+            unit.reshard()
+        if torch.is_grad_enabled():
+            for t in _tensors(output):
+                if t.requires_grad:
+                    t.register_hook(lambda grad, unit=unit: self.pre_backward(unit, grad))
+        return output
+
+    def pre_backward(self, unit: _Unit, grad):
+        self._enter_backward()
+        unit.unshard()
+        self._prefetch_after(unit, -1)
+        return grad
+
+    def _prefetch_after(self, unit: _Unit, direction: int) -> None:
+        """Start gathering the unit that ran after (forward) or before (backward) ``unit`` last iteration.
+
+        Every rank ran the same forwards, so every rank prefetches the same units in the same order.
+        """
+        order = self.last_order
+        if self.strategy == "NO_SHARD" or unit not in order:
+            return
+        i = order.index(unit) + direction
+        if 0 <= i < len(order) and order[i] is not unit:
+            order[i].prefetch()
+
+    def post_accumulate(self, group: FlatGroup) -> None:
+        self._enter_backward()
+        if self.sync:
+            group.reduce_grad()
+        if self.strategy != "NO_SHARD":
+            group.reshard()
+
+    def _enter_backward(self) -> None:
+        if not self.in_backward:
+            self.in_backward = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
+
+    def _end_backward(self) -> None:
+        for g in self.groups:
+            g.finish_grad()
+            g.reshard()
+        self.in_backward = False
+        self.last_order = self.order
+
+
+def _tensors(value):
+    """The tensors inside a module output (tensors, sequences, dicts, dataclasses)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _tensors(getattr(value, f.name))
+
+
+def _default_group():
+    if comm.is_initialized():
+        return comm.get_group()
+    if dist.is_available() and dist.is_initialized():
+        return comm.init()
+    return None
+
+
+def _check_model(model: nn.Module) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if hasattr(model, "_shardkit_fsdp"):
+        raise ValueError("model: already sharded by shardkit.fsdp.shard()")
+    devices = {p.device for p in model.parameters()}
+    if len(devices) > 1:
+        raise ValueError(f"model: parameters must all be on one device, got {sorted(map(str, devices))}")
+    if devices and next(iter(devices)).type != "cpu":
+        raise ValueError(f"model: shardkit.fsdp runs on CPU parameters (shardkit.comm), got device {next(iter(devices))}")
+
+
+def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
+          mixed_precision: MixedPrecision | None = None, group=None) -> nn.Module:
+    """Shard ``model`` in place over the ranks of ``group`` and return it.
+
+    Args:
+        model: a CPU ``nn.Module``. Apply activation checkpointing before sharding.
+        units: how to cut it into units (besides the root): a list of module
+            classes (e.g. the transformer block), a callable ``module -> bool``,
+            or an int size threshold in parameters. None: one unit, the root.
+        strategy: ``"FULL_SHARD"`` (ZeRO-3: parameters, gradients and optimizer
+            state sharded; parameters freed after each unit's forward),
+            ``"SHARD_GRAD_OP"`` (ZeRO-2: parameters kept from forward to
+            backward) or ``"NO_SHARD"`` (DDP: gradients all-reduced).
+        mixed_precision: compute and reduction dtypes (``MixedPrecision``);
+            the shards keep the parameters' dtype, so fp32 parameters are the
+            fp32 masters.
+        group: a ``shardkit.comm.Group``. Default: the default group, joined
+            (``comm.init()``) if torch.distributed is initialised; with neither,
+            a single process.
+
+    Afterwards ``model.parameters()`` are the local flat shards (one per unit,
+    trainable and frozen parameters apart), so ``FusedAdamW(model.parameters())``
+    steps them in one fused call. The module attributes (``linear.weight``)
+    are views of the gathered parameters while a unit runs. Collective: every
+    rank must call it on the same model, and then run the same forwards and backwards.
+    """
+    _check_model(model)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if mixed_precision is None:
+        mixed_precision = MixedPrecision()
+    if not isinstance(mixed_precision, MixedPrecision):
+        raise TypeError(f"mixed_precision: expected a shardkit.fsdp.MixedPrecision, got {type(mixed_precision).__name__}")
+    if group is None:
+        group = _default_group()
+    elif not isinstance(group, comm.Group):
+        raise TypeError(f"group: expected a shardkit.comm.Group, got {type(group).__name__}")
+
+    unit_paths = select_units(model, units)
+    owned = assign_parameters(model, unit_paths)
+    modules = dict(model.named_modules())
+    built: list[_Unit] = []
+    for path in unit_paths:
+        groups = []
+        for trainable in (True, False):
+            entries = [e for e in owned[path] if e[0].requires_grad == trainable]
+            if entries:
+                groups.append(FlatGroup(entries, group=group, sharded=strategy != "NO_SHARD",
+                                        param_dtype=mixed_precision.param_dtype,
+                                        reduce_dtype=mixed_precision.reduce_dtype))
+        built.append(_Unit(modules[path], path, groups))
+
+    state = ShardState(built, strategy, group, mixed_precision)
+    for unit in built:
+        for i, g in enumerate(unit.groups):
+            for uses in g.uses:
+                for module, attr, _ in uses:
+                    module._parameters.pop(attr, None)
+            unit.module.register_parameter(f"_flat_param_{i}", g.shard)
+            g.install_views()
+            g.reshard()
+            if g.trainable:
+                g.full.register_post_accumulate_grad_hook(lambda _t, g=g: state.post_accumulate(g))
+        unit.module.register_forward_pre_hook(lambda m, a, k, u=unit: state.pre_forward(u, a, k), with_kwargs=True)
+        unit.module.register_forward_hook(lambda m, a, k, o, u=unit: state.post_forward(u, a, k, o), with_kwargs=True)
+    model.__dict__["_shardkit_fsdp"] = state
+    return model
+
+
+def get_state(model: nn.Module) -> ShardState:
+    """The sharding state of a model returned by ``shard()``; TypeError otherwise."""
+    state = getattr(model, "_shardkit_fsdp", None)
+    if not isinstance(state, ShardState):
+        raise TypeError(f"model: expected a model returned by shardkit.fsdp.shard(), got an unsharded {type(model).__name__}")
+    return state
+
+
+@contextlib.contextmanager
+def no_sync(model: nn.Module):
+    """Inside, backward accumulates full unreduced gradients locally (gradient accumulation);
+    the first backward after it reduces everything accumulated."""
+    state = get_state(model)
+    previous, state.sync = state.sync, False
+    try:
+        yield
+    finally:
+        state.sync = previous

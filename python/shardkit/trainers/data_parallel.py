@@ -1,0 +1,56 @@
+"""What the training loop needs to know when several ranks train one model (data parallelism).
+
+Rank r of W takes rows [r*bs, (r+1)*bs) of every global micro-batch of W*bs
+examples, so W ranks with ``per_device_train_batch_size`` bs train exactly
+like one process with W*bs. Gradients are averaged over ranks by
+``shardkit.fsdp``; a token-level loss divides by the token count of all
+ranks and is scaled by W to undo that average.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from shardkit.trainers.setup import data_parallel_world
+
+
+def rank() -> int:
+    """This process's rank among the data-parallel ranks (0 when alone)."""
+    from shardkit import comm
+
+    if comm.is_initialized():
+        return comm.get_group().rank
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    return hasattr(model, "_shardkit_fsdp")
+
+
+def sum_over_ranks(value: float, model: torch.nn.Module) -> float:
+    """``value`` summed over the ranks (itself when the model is not sharded)."""
+    if not is_sharded(model):
+        return value
+    from shardkit import comm
+
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    comm.all_reduce(t, "sum", group=model._shardkit_fsdp.group)
+    return float(t)
+
+
+def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: float) -> float:
+    """The global gradient norm before clipping; clips to ``max_norm`` when it is > 0."""
+    if is_sharded(model):
+        from shardkit import fsdp
+
+        return float(fsdp.clip_grad_norm_(model, max_norm if max_norm > 0 else float("inf")))
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+
+
+__all__ = ["rank", "data_parallel_world", "is_sharded", "sum_over_ranks", "clip_and_norm"]
