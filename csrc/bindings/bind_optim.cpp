@@ -8,6 +8,7 @@
 #include "bindings/optim_args.h"
 #include "bindings/registry.h"
 #include "shardkit/optim.h"
+#include "shardkit/parallel.h"
 
 namespace py = pybind11;
 
@@ -28,4 +29,6 @@ SHARDKIT_BINDINGS(optim) {
   m.def("set_cpu_isa", [](const std::string& isa) { shardkit::set_cpu_isa(isa.c_str()); },
         "Force a CPU kernel path (as SHARDKIT_CPU_ISA does at start-up).");
   m.def("get_cpu_isa", [] { return std::string(shardkit::get_cpu_isa()); }, "The CPU kernel path in use.");
+  m.def("thread_pool", [] { return std::string(shardkit::thread_pool_kind()); },
+        "Where parallel regions run: 'openmp' (the process's runtime, torch's) or 'own'.");
 }

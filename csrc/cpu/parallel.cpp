@@ -1,7 +1,14 @@
-// Persistent worker pool behind shardkit::parallel_run (see parallel.h).
+// shardkit::parallel_run (see parallel.h): the process's OpenMP runtime when
+// there is one, else a persistent worker pool of our own.
 #include "shardkit/parallel.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include <condition_variable>
 #include <exception>
@@ -121,15 +128,70 @@ ThreadPool& pool() {
   return *g_pool;
 }
 
+// The GOMP ABI entry points of an OpenMP runtime already in the process
+// (libgomp, and LLVM's libomp, which exports the same names).
+struct OpenMp {
+  void (*parallel)(void (*)(void*), void*, unsigned, unsigned) = nullptr;
+  int (*thread_num)() = nullptr;
+  int (*num_threads)() = nullptr;
+};
+
+const OpenMp& openmp() {
+  static const OpenMp api = [] {
+    OpenMp found;
+    const char* forced = std::getenv("SHARDKIT_THREAD_POOL");
+    if (forced && std::strcmp(forced, "own") == 0) return found;
+    found.parallel = reinterpret_cast<decltype(found.parallel)>(dlsym(RTLD_DEFAULT, "GOMP_parallel"));
+    found.thread_num = reinterpret_cast<decltype(found.thread_num)>(dlsym(RTLD_DEFAULT, "omp_get_thread_num"));
+    found.num_threads = reinterpret_cast<decltype(found.num_threads)>(dlsym(RTLD_DEFAULT, "omp_get_num_threads"));
+    if (!found.parallel || !found.thread_num || !found.num_threads) found = OpenMp{};
+    return found;
+  }();
+  return api;
+}
+
+struct OpenMpJob {
+  const std::function<void(int, int)>* fn;
+  int calls;
+  std::exception_ptr error;
+  std::mutex error_mutex;
+};
+
+void openmp_body(void* data) {
+  auto* job = static_cast<OpenMpJob*>(data);
+  const OpenMp& omp = openmp();
+  // The team may be smaller than asked for: every index still runs once.
+  const int team = omp.num_threads();
+  for (int index = omp.thread_num(); index < job->calls; index += team) {
+    try {
+      (*job->fn)(index, job->calls);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(job->error_mutex);
+      if (!job->error) job->error = std::current_exception();
+    }
+  }
+}
+
 }  // namespace
 
 void parallel_run(int num_threads, const std::function<void(int, int)>& fn) {
   if (num_threads <= 1 || t_inside_pool) {
     // Nested calls run serially instead of deadlocking on the pool.
-    fn(0, 1);
+    for (int index = 0; index < std::max(num_threads, 1); ++index) fn(index, std::max(num_threads, 1));
+    return;
+  }
+  const OpenMp& omp = openmp();
+  if (omp.parallel) {
+    OpenMpJob job;
+    job.fn = &fn;
+    job.calls = num_threads;
+    omp.parallel(openmp_body, &job, static_cast<unsigned>(num_threads), 0);
+    if (job.error) std::rethrow_exception(job.error);
     return;
   }
   pool().run(num_threads, fn);
 }
+
+const char* thread_pool_kind() { return openmp().parallel ? "openmp" : "own"; }
 
 }  // namespace shardkit

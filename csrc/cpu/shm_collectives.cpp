@@ -8,6 +8,9 @@
 // the ring, up or down a tree), so waits cannot form a cycle.
 #include <algorithm>
 #include <cstring>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include "cpu/shm_transport.h"
 #include "shardkit/parallel.h"
@@ -83,8 +86,36 @@ struct Run {
   char* at(void* base, int64_t elem) const { return static_cast<char*>(base) + elem * esize; }
 };
 
+// Copies into a collective's output, which nobody reads during the call:
+// non-temporal stores skip reading each destination line first (a third of
+// the memory traffic of a copy). Falls back to memmove for overlapping or
+// unaligned buffers.
+void copy_to_output(void* dst, const void* src, int64_t bytes) {
+#if defined(__x86_64__)
+  const auto d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+  const bool overlap = d < s + static_cast<uintptr_t>(bytes) && s < d + static_cast<uintptr_t>(bytes);
+  if (!overlap && (d & 15) == 0 && bytes >= 4096) {
+    const int64_t vec = bytes & ~int64_t{63};
+    auto* out = static_cast<__m128i*>(dst);
+    const auto* in = static_cast<const __m128i*>(src);
+    for (int64_t i = 0; i < vec / 16; i += 4) {
+      __m128i x0 = _mm_loadu_si128(in + i), x1 = _mm_loadu_si128(in + i + 1);
+      __m128i x2 = _mm_loadu_si128(in + i + 2), x3 = _mm_loadu_si128(in + i + 3);
+      _mm_stream_si128(out + i, x0);
+      _mm_stream_si128(out + i + 1, x1);
+      _mm_stream_si128(out + i + 2, x2);
+      _mm_stream_si128(out + i + 3, x3);
+    }
+    _mm_sfence();
+    std::memcpy(static_cast<char*>(dst) + vec, static_cast<const char*>(src) + vec, bytes - vec);
+    return;
+  }
+#endif
+  std::memmove(dst, src, bytes);
+}
+
 void copy2(void* a, void* b, const void* src, int64_t bytes) {
-  if (a != src) std::memmove(a, src, bytes);
+  if (a != src) copy_to_output(a, src, bytes);
   if (b != nullptr) std::memcpy(b, src, bytes);
 }
 

@@ -28,7 +28,10 @@ def report() -> list[str]:
     else:
         lines.append(f"cuda kernels  : off ({_native.CUDA_REASON})")
     lines.append("nccl          : on" if _native.HAS_NCCL else f"nccl          : off ({_native.NCCL_REASON})")
-    lines.append(f"threads       : {torch.get_num_threads()} (torch.get_num_threads(), shared with the native kernels)")
+    pool = _native.C.thread_pool() if _native.HAS_NATIVE and hasattr(_native.C, "thread_pool") else "none"
+    where = {"openmp": "on torch's OpenMP threads", "own": "on shardkit's own pool (no OpenMP runtime found)"}
+    lines.append(f"threads       : {torch.get_num_threads()} (torch.get_num_threads()); native kernels run "
+                 f"{where.get(pool, 'serially')}")
     return lines
 
 

@@ -170,3 +170,26 @@ def test_disable_native_falls_back_to_reference():
     value, step = map(float, out.stdout.split())
     assert step == 1.0 and abs(value - 0.9) < 1e-6  # first Adam step moves by lr
     assert shardkit.HAS_NATIVE  # this process still uses the native core
+
+
+def test_both_thread_pools_give_the_same_bits():
+    """Kernels run on torch's OpenMP threads when the process has them, else on
+    shardkit's own pool (SHARDKIT_THREAD_POOL=own): same work split, same bits."""
+    code = (
+        "import torch, shardkit\n"
+        "from shardkit import _native\n"
+        "from shardkit.testing.optim_inputs import make_adam_inputs\n"
+        "torch.set_num_threads(2)\n"
+        "x = make_adam_inputs([100_003, 70_001, 5], torch.bfloat16, torch.float32, amsgrad=True)\n"
+        "torch.ops.shardkit.fused_adam_(**x, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1,\n"
+        "                               amsgrad=True, maximize=False, decoupled_weight_decay=True)\n"
+        "print(_native.C.thread_pool(), sum(t.float().sum().item() for v in x.values() for t in v).hex())\n"
+    )
+    outputs = {}
+    for pool in ("", "own"):
+        env = {**os.environ, "SHARDKIT_THREAD_POOL": pool}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        kind, checksum = out.stdout.split()
+        outputs[kind] = checksum
+    assert set(outputs) == {"openmp", "own"}  # torch's libgomp is found, and the override works
+    assert outputs["openmp"] == outputs["own"]

@@ -1,9 +1,14 @@
-// A small persistent thread pool for the CPU kernels.
+// Parallel regions of the CPU kernels.
 //
-// Why our own pool: the core is torch-free, and bundling a second OpenMP
-// runtime next to torch's libgomp makes two pools fight for the same cores.
-// Python passes torch.get_num_threads() on every call, so we follow torch's
-// setting; workers sleep on a condition variable between calls.
+// When the process already has an OpenMP runtime (torch's libgomp, loaded
+// globally by `import torch`), the region runs on that runtime's threads,
+// found at run time through the GOMP ABI: we never bundle a second runtime,
+// and our kernels never fight torch's threads (whose workers spin for
+// milliseconds after each torch op and would steal the cores from a second
+// pool). Without one, a small persistent pool of our own serves instead; its
+// workers sleep on a condition variable between calls. Python passes
+// torch.get_num_threads() on every call. SHARDKIT_THREAD_POOL=own forces the
+// own pool.
 #pragma once
 
 #include <cstdint>
@@ -11,10 +16,14 @@
 
 namespace shardkit {
 
-// Runs fn(thread_index, num_threads) on `num_threads` threads (the caller is
-// thread 0) and returns when all have finished. Exceptions thrown by any
-// thread are rethrown in the caller.
+// Calls fn(index, num_threads) once for every index in [0, num_threads),
+// spread over up to `num_threads` threads (the caller takes part), and
+// returns when all calls have finished. An exception thrown by any call is
+// rethrown in the caller.
 void parallel_run(int num_threads, const std::function<void(int, int)>& fn);
+
+// "openmp" (the process's OpenMP runtime) or "own" (shardkit's pool).
+const char* thread_pool_kind();
 
 // Splits [0, total) into `parts` contiguous ranges whose boundaries are
 // multiples of `align`; returns the [begin, end) of range `index`.
