@@ -33,13 +33,16 @@ def op_name(op) -> str:
     return name
 
 
-def _check_tensor(t, name: str) -> None:
+def check_tensor(t, name: str, device_type: str = "cpu") -> None:
+    """A contiguous tensor of a supported dtype on ``device_type`` ("cpu" here, "cuda" for NCCL)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name}: expected one of float32, float64, bfloat16, float16, int32, int64, got {t.dtype}")
-    if t.device.type != "cpu":
-        raise ValueError(f"{name}: expected a CPU tensor, got device {t.device} (GPU tensors go through shardkit.comm.nccl)")
+    if t.device.type != device_type:
+        where = "shardkit.comm.nccl" if t.device.type == "cuda" else "shardkit.comm"
+        raise ValueError(f"{name}: expected a {device_type.upper()} tensor, got device {t.device} "
+                         f"({t.device.type.upper()} tensors go through {where})")
     if not t.is_contiguous():
         raise ValueError(f"{name}: expected a contiguous tensor (a silent copy would lose the result); call .contiguous()")
 
@@ -75,7 +78,7 @@ def _run(group: Group, fn, async_op: bool):
 
 
 def all_reduce(group: Group, tensor, op="sum", algo="auto", *, out=None, async_op=False) -> Work | None:
-    _check_tensor(tensor, "tensor")
+    check_tensor(tensor, "tensor")
     op = op_name(op)
     _check_op_dtype(op, tensor, "tensor")
     if algo not in ("auto", "ring", "tree"):
@@ -83,7 +86,7 @@ def all_reduce(group: Group, tensor, op="sum", algo="auto", *, out=None, async_o
     if out is None:
         out = tensor
     else:
-        _check_tensor(out, "out")
+        check_tensor(out, "out")
         if out.dtype != tensor.dtype or out.shape != tensor.shape:
             raise ValueError(f"out: expected {tensor.dtype} of shape {tuple(tensor.shape)}, got {out.dtype} of shape {tuple(out.shape)}")
         if out.data_ptr() != tensor.data_ptr() and _overlap(out, tensor):
@@ -119,8 +122,8 @@ def _hier_all_reduce(group: Group, out, tensor, op: str, algo: str) -> None:
 
 
 def reduce_scatter(group: Group, out, inp, op="sum", *, async_op=False) -> Work | None:
-    _check_tensor(out, "out")
-    _check_tensor(inp, "inp")
+    check_tensor(out, "out")
+    check_tensor(inp, "inp")
     op = op_name(op)
     _check_op_dtype(op, inp, "inp")
     if inp.dtype != out.dtype:
@@ -144,8 +147,8 @@ def reduce_scatter(group: Group, out, inp, op="sum", *, async_op=False) -> Work 
 
 
 def all_gather(group: Group, out, inp, *, async_op=False) -> Work | None:
-    _check_tensor(out, "out")
-    _check_tensor(inp, "inp")
+    check_tensor(out, "out")
+    check_tensor(inp, "inp")
     if inp.dtype != out.dtype:
         raise TypeError(f"out: expected dtype {inp.dtype} (as inp), got {out.dtype}")
     m = inp.numel()
@@ -193,7 +196,7 @@ def _check_root(group: Group, root, name: str) -> int:
 
 
 def broadcast(group: Group, tensor, src: int, *, async_op=False) -> Work | None:
-    _check_tensor(tensor, "tensor")
+    check_tensor(tensor, "tensor")
     src = _check_root(group, src, "src")
     topo = group.topology
 
@@ -213,7 +216,7 @@ def broadcast(group: Group, tensor, src: int, *, async_op=False) -> Work | None:
 
 
 def reduce(group: Group, tensor, dst: int, op="sum", *, async_op=False) -> Work | None:
-    _check_tensor(tensor, "tensor")
+    check_tensor(tensor, "tensor")
     dst = _check_root(group, dst, "dst")
     op = op_name(op)
     _check_op_dtype(op, tensor, "tensor")

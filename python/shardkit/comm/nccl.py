@@ -19,23 +19,12 @@ import torch
 import torch.distributed as dist
 
 from shardkit import _native
-from shardkit.comm.collectives import SUPPORTED_DTYPES, op_name
+from shardkit.comm.collectives import check_tensor, op_name
 from shardkit.comm.work import Work
 
 _OP_CODES = {"sum": 0, "avg": 1, "max": 2, "min": 3}
 _NCCL_ALGO = {"ring": "Ring", "tree": "Tree", "auto": None}
 _TORCH_OPS = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-
-
-def _check(t, name: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name}: expected one of float32, float64, bfloat16, float16, int32, int64, got {t.dtype}")
-    if t.device.type != "cuda":
-        raise ValueError(f"{name}: expected a CUDA tensor, got device {t.device} (CPU tensors go through shardkit.comm)")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: expected a contiguous tensor; call .contiguous()")
 
 
 class _CompletedWork(Work):
@@ -105,10 +94,10 @@ class NcclGroup:
 
     def all_reduce(self, tensor, op="sum", algo="auto", *, out=None, async_op=False):
         """As ``shardkit.comm.all_reduce``, for CUDA tensors."""
-        _check(tensor, "tensor")
+        check_tensor(tensor, "tensor", "cuda")
         op = op_name(op)
         out = tensor if out is None else out
-        _check(out, "out")
+        check_tensor(out, "out", "cuda")
         if out.shape != tensor.shape or out.dtype != tensor.dtype:
             raise ValueError(f"out: expected {tensor.dtype} of shape {tuple(tensor.shape)}")
         if self._torch_nccl is not None:
@@ -122,8 +111,8 @@ class NcclGroup:
 
     def reduce_scatter(self, out, inp, op="sum", *, async_op=False):
         """As ``shardkit.comm.reduce_scatter``, for CUDA tensors."""
-        _check(out, "out")
-        _check(inp, "inp")
+        check_tensor(out, "out", "cuda")
+        check_tensor(inp, "inp", "cuda")
         op = op_name(op)
         if inp.numel() != self.world_size * out.numel() or inp.dtype != out.dtype:
             raise ValueError(f"inp: expected {out.dtype} with world_size * out.numel() = {self.world_size * out.numel()} elements")
@@ -136,8 +125,8 @@ class NcclGroup:
 
     def all_gather(self, out, inp, *, async_op=False):
         """As ``shardkit.comm.all_gather``, for CUDA tensors."""
-        _check(out, "out")
-        _check(inp, "inp")
+        check_tensor(out, "out", "cuda")
+        check_tensor(inp, "inp", "cuda")
         if out.numel() != self.world_size * inp.numel() or inp.dtype != out.dtype:
             raise ValueError(f"out: expected {inp.dtype} with world_size * inp.numel() = {self.world_size * inp.numel()} elements")
         if self._torch_nccl is not None:
@@ -149,7 +138,7 @@ class NcclGroup:
 
     def broadcast(self, tensor, src: int, *, async_op=False):
         """As ``shardkit.comm.broadcast``, for CUDA tensors (``src`` is a group rank)."""
-        _check(tensor, "tensor")
+        check_tensor(tensor, "tensor", "cuda")
         if not isinstance(src, int) or not 0 <= src < self.world_size:
             raise ValueError(f"src: expected a rank in 0..{self.world_size - 1}, got {src!r}")
         if self._torch_nccl is not None:
@@ -161,7 +150,7 @@ class NcclGroup:
 
     def reduce(self, tensor, dst: int, op="sum", *, async_op=False):
         """As ``shardkit.comm.reduce``, for CUDA tensors (``dst`` is a group rank)."""
-        _check(tensor, "tensor")
+        check_tensor(tensor, "tensor", "cuda")
         op = op_name(op)
         if not isinstance(dst, int) or not 0 <= dst < self.world_size:
             raise ValueError(f"dst: expected a rank in 0..{self.world_size - 1}, got {dst!r}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 
@@ -11,7 +9,7 @@ from shardkit.data import collate_unpaired, unpaired_example
 from shardkit.trainers.base import BaseTrainer, precomputed_tensors, restore_precomputed
 from shardkit.trainers.config import KTOConfig
 from shardkit.trainers.logprobs import entropy_and_top1, forward_logits, token_logps
-from shardkit.trainers.setup import disable_dropout, freeze_reference
+from shardkit.trainers.setup import reference_model
 
 
 def add_mismatched_completions(examples: list[dict], batch_size: int) -> None:
@@ -51,13 +49,7 @@ class KTOTrainer(BaseTrainer):
                  eval_dataset=None, processing_class=None) -> None:
         super().__init__(model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class)
-        if self.args.disable_dropout:
-            disable_dropout(model)
-            if ref_model is not None:
-                disable_dropout(ref_model)
-        if ref_model is None and not self.args.precompute_ref_log_probs:
-            ref_model = copy.deepcopy(model)
-        self.ref_model = None if ref_model is None else freeze_reference(ref_model, self.args)
+        self.ref_model = reference_model(model, ref_model, self.args)
 
     def prepare_examples(self, records, split):
         if "prompt_ids" in records[0]:

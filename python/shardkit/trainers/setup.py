@@ -10,6 +10,7 @@ the parameters that remain (the flat shards when sharded).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -109,3 +110,20 @@ def freeze_reference(model: torch.nn.Module, args: TrainingConfig) -> torch.nn.M
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def reference_model(model: torch.nn.Module, ref_model: torch.nn.Module | None, args) -> torch.nn.Module | None:
+    """The frozen reference of a preference trainer (DPO, KTO).
+
+    Dropout is switched off in the policy and the reference when
+    ``args.disable_dropout``; without ``ref_model`` a copy of the initial
+    policy serves, unless ``args.precompute_ref_log_probs`` means none is held.
+    """
+    if args.disable_dropout:
+        disable_dropout(model)
+        if ref_model is not None:
+            disable_dropout(ref_model)
+    if ref_model is None and not args.precompute_ref_log_probs:
+        ref_model = copy.deepcopy(model)
+    return None if ref_model is None else freeze_reference(ref_model, args)
+
