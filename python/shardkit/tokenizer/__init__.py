@@ -8,6 +8,7 @@ tiktoken. See :mod:`shardkit.tokenizer.bpe`.
 from shardkit.tokenizer.bpe import BPETokenizer
 from shardkit.tokenizer.chat import CHAT_SPECIAL_TOKENS, ChatEncoding, ChatTemplate
 from shardkit.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, NAMED_PATTERNS, O200K_PATTERN
+from shardkit.tokenizer.processing import TrainerTokenizer
 
 __all__ = [
     "BPETokenizer",
@@ -18,4 +19,5 @@ __all__ = [
     "GPT4_PATTERN",
     "NAMED_PATTERNS",
     "O200K_PATTERN",
+    "TrainerTokenizer",
 ]

@@ -83,11 +83,20 @@ def shard_for_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, total_steps: int):
-    """(model, optimizer, scheduler) ready to train; sharded over the ranks when there are several."""
-    if args.bf16:
-        model = model.to(torch.bfloat16)
-    if data_parallel_world() > 1:
-        model = shard_for_data_parallel(model)
+    """(model, optimizer, scheduler) ready to train; sharded over the ranks when there are several.
+
+    A model already returned by ``shardkit.fsdp.shard()`` (your own units,
+    strategy or mixed-precision policy) is used as it is.
+    """
+    if hasattr(model, "_shardkit_fsdp"):
+        if args.bf16:
+            raise ValueError("args.bf16: the model is already sharded; cast it to bfloat16 before shard(), "
+                             "or choose the compute dtype with shard(mixed_precision=...)")
+    else:
+        if args.bf16:
+            model = model.to(torch.bfloat16)
+        if data_parallel_world() > 1:
+            model = shard_for_data_parallel(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, args)

@@ -1,0 +1,29 @@
+"""``shardkit speedrun``: tokenizer, pretraining, SFT, DPO and evaluation on the bundled corpus, with a report."""
+
+from __future__ import annotations
+
+import time
+
+
+def register(subparsers) -> None:
+    from shardkit.speedrun.config import PRESETS
+
+    parser = subparsers.add_parser("speedrun", help="train a small LLM end to end on the bundled corpus, with a report",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                        help="tiny (default, minutes on 2 cores), small (longer, better), micro (a smoke test)")
+    parser.add_argument("--config", help="TOML file overriding any stage's settings, e.g. [pretrain] max_steps = 800")
+    parser.add_argument("--nproc", type=int, default=None, help="ranks of the training stages (default: the core count)")
+    parser.add_argument("--out", default=None, help="run directory (default: ./speedrun-<preset>)")
+    parser.add_argument("--restart", action="store_true", help="delete the run directory's stages and start over")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from shardkit.speedrun import run
+
+    started = time.perf_counter()
+    report = run(args.out or f"speedrun-{args.preset}", preset=args.preset, config=args.config, nproc=args.nproc,
+                 restart=args.restart)
+    print(f"speedrun finished in {(time.perf_counter() - started) / 60:.1f} min: report at {report}")
+    return 0

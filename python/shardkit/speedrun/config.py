@@ -1,0 +1,175 @@
+"""Settings of a speedrun: named presets, overridden by a TOML file.
+
+A config is a dict of sections. ``tokenizer``, ``model``, ``data``,
+``arithmetic``, ``eval`` and ``run`` are the speedrun's own; ``pretrain``,
+``sft`` and ``dpo`` hold fields of the trainers' configs (``PretrainConfig``,
+``SFTConfig``, ``DPOConfig``), plus ``compute_dtype``. A TOML file given with
+``--config`` overrides single keys::
+
+    [pretrain]
+    max_steps = 800
+    learning_rate = 2e-3
+    [model]
+    num_layers = 6
+
+Why the CPU presets compute in fp32: the model state is bf16 (weights and
+gradients, with fp32 master weights and moments in the fused AdamW, the
+16-bytes-per-parameter layout), but the matmuls run in fp32, because CPUs
+without AVX-512-BF16/AMX multiply bf16 matrices an order of magnitude slower
+than fp32 ones. ``compute_dtype = "bfloat16"`` computes in bf16 as a GPU would.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any
+
+from shardkit.tokenizer.patterns import GPT4_PATTERN
+
+#: GPT-4's split pattern with numbers cut into single digits (not runs of three),
+#: so every number is spelled digit by digit: what makes arithmetic learnable.
+DIGIT_PATTERN = GPT4_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+
+TRAINING_STAGES = ("pretrain", "sft", "dpo")
+SECTIONS = ("run", "tokenizer", "model", "data", "arithmetic", "eval", *TRAINING_STAGES)
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+_TINY: dict[str, dict[str, Any]] = {
+    "run": {"seed": 1234, "precision": "bf16"},
+    "tokenizer": {"vocab_size": 2048, "pattern": DIGIT_PATTERN, "texts": ["moby_dick", "sotu_1990_2021"]},
+    "model": {"hidden_size": 128, "intermediate_size": 352, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2,
+              "max_position_embeddings": 256, "tie_word_embeddings": True},
+    # held_out: the fraction at the end of every text kept for perplexity.
+    "data": {"held_out": 0.05, "seq_len": 128},
+    # a (op) b with a < 10**digits and b < 10**operand_digits; train and test never share a problem.
+    "arithmetic": {"digits": 3, "operand_digits": 1, "ops": "+-", "train_size": 16000, "test_size": 200,
+                   "dpo_pairs": 2000},
+    "eval": {"max_new_tokens": 6, "num_samples": 3, "sample_tokens": 48, "temperature": 0.8, "top_k": 40,
+             "perplexity_windows": 64},
+    # packing off: the pretraining rows are already seq_len-token chunks of the corpus.
+    "pretrain": {"packing": False, "max_steps": 400, "per_device_train_batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 40,
+                 "lr_scheduler_type": "cosine", "weight_decay": 0.1, "adam_beta2": 0.95, "logging_steps": 10,
+                 "compute_dtype": "float32"},
+    "sft": {"max_steps": 600, "per_device_train_batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 30,
+            "lr_scheduler_type": "cosine", "adam_beta2": 0.95, "logging_steps": 20, "compute_dtype": "float32"},
+    "dpo": {"max_steps": 120, "per_device_train_batch_size": 16, "learning_rate": 2e-4, "warmup_steps": 10,
+            "lr_scheduler_type": "cosine", "beta": 0.1, "adam_beta2": 0.95, "logging_steps": 10,
+            "precompute_ref_log_probs": True, "compute_dtype": "float32"},
+}
+
+
+def _derive(base: dict, **sections: dict) -> dict:
+    out = copy.deepcopy(base)
+    for name, values in sections.items():
+        out[name].update(values)
+    return out
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The default: the whole pipeline in well under 15 minutes on 2 CPU cores.
+    "tiny": _TINY,
+    # A minute or two: what CI runs end to end (the numbers mean little).
+    "micro": _derive(
+        _TINY,
+        tokenizer={"vocab_size": 512},
+        model={"hidden_size": 64, "intermediate_size": 176, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2},
+        data={"seq_len": 64},
+        arithmetic={"train_size": 800, "test_size": 24, "dpo_pairs": 96},
+        eval={"num_samples": 1, "sample_tokens": 16, "perplexity_windows": 8},
+        pretrain={"max_steps": 12, "warmup_steps": 2, "logging_steps": 2, "per_device_train_batch_size": 8},
+        sft={"max_steps": 12, "warmup_steps": 2, "logging_steps": 2, "per_device_train_batch_size": 16},
+        dpo={"max_steps": 6, "warmup_steps": 1, "logging_steps": 2, "per_device_train_batch_size": 8},
+    ),
+    # Longer and better: a wider, deeper model trained for longer (about an hour on 2 cores).
+    "small": _derive(
+        _TINY,
+        tokenizer={"vocab_size": 4096},
+        model={"hidden_size": 256, "intermediate_size": 688, "num_layers": 6, "num_heads": 8, "num_kv_heads": 4},
+        data={"seq_len": 256},
+        arithmetic={"train_size": 19000, "dpo_pairs": 4000},
+        pretrain={"max_steps": 2000, "learning_rate": 1.5e-3, "warmup_steps": 100},
+        sft={"max_steps": 1500, "learning_rate": 1e-3},
+        dpo={"max_steps": 300, "learning_rate": 1e-4},
+    ),
+}
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML file as a dict (``tomllib``, or ``tomli`` on Python 3.10)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    with open(path, "rb") as f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"--config {os.fspath(path)!r}: invalid TOML: {exc}") from None
+
+
+def _allowed_keys(section: str, base: dict[str, Any]) -> set[str]:
+    if section == "model":
+        from shardkit.models.config import GPTConfig
+
+        return {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size"}
+    if section in TRAINING_STAGES:
+        import shardkit.trainers as trainers
+
+        config_class = {"pretrain": trainers.PretrainConfig, "sft": trainers.SFTConfig, "dpo": trainers.DPOConfig}[section]
+        # output_dir and seed belong to the run: each stage writes under the run directory.
+        return ({f.name for f in dataclasses.fields(config_class)} | {"compute_dtype"}) - {"output_dir", "seed"}
+    return set(base)
+
+
+def resolve(preset: str = "tiny", overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The preset's settings with ``overrides`` (``{section: {key: value}}``, e.g. a loaded TOML) applied.
+
+    Unknown presets, sections and keys raise ValueError naming them.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    config = copy.deepcopy(PRESETS[preset])
+    for section, values in (overrides or {}).items():
+        if section not in SECTIONS:
+            raise ValueError(f"config: unknown section [{section}]; expected one of {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"config: [{section}] must be a table of key = value, got {values!r}")
+        allowed = _allowed_keys(section, config[section])
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"config: unknown keys {unknown} in [{section}]; expected some of {sorted(allowed)}")
+        config[section].update(values)
+    _check(config)
+    return config
+
+
+def _check(config: dict[str, dict[str, Any]]) -> None:
+    for stage in TRAINING_STAGES:
+        dtype = config[stage].get("compute_dtype", "float32")
+        if dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"config: [{stage}] compute_dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
+    if config["run"]["precision"] not in ("bf16", "fp32"):
+        raise ValueError(f"config: [run] precision must be 'bf16' or 'fp32', got {config['run']['precision']!r}")
+    held_out = config["data"]["held_out"]
+    if not 0.0 < held_out < 0.5:
+        raise ValueError(f"config: [data] held_out must be in (0, 0.5), got {held_out!r}")
+    arith = config["arithmetic"]
+    for key in ("digits", "operand_digits", "train_size", "test_size", "dpo_pairs"):
+        if not isinstance(arith[key], int) or arith[key] < 1:
+            raise ValueError(f"config: [arithmetic] {key} must be a positive int, got {arith[key]!r}")
+    if not arith["ops"] or set(arith["ops"]) - set("+-"):
+        raise ValueError(f"config: [arithmetic] ops must be made of '+' and '-', got {arith['ops']!r}")
+
+
+def trainer_args(config: dict[str, dict[str, Any]], stage: str, output_dir: str):
+    """The trainer config (``PretrainConfig``/``SFTConfig``/``DPOConfig``) of a stage."""
+    import shardkit.trainers as trainers
+
+    values = {k: v for k, v in config[stage].items() if k != "compute_dtype"}
+    values.update(output_dir=output_dir, seed=config["run"]["seed"])
+    values.setdefault("max_length", config["data"]["seq_len"])
+    values.setdefault("report_to", ["jsonl"])
+    config_class = {"pretrain": trainers.PretrainConfig, "sft": trainers.SFTConfig, "dpo": trainers.DPOConfig}[stage]
+    return config_class.from_dict(values)

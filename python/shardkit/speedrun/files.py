@@ -1,0 +1,60 @@
+"""The run directory's files: written atomically, read without pickle.
+
+::
+
+    RUN/
+      state.json               settings and the result of every finished stage
+      tokenizer/tokenizer.json
+      pretrain/ sft/ dpo/      train.jsonl (+ eval.jsonl), model.safetensors,
+                               result.json, metrics.jsonl, checkpoint-*/
+      report.md, *.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    write_atomic(path, (json.dumps(value, indent=1) + "\n").encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def tokenizer_path(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "tokenizer" / "tokenizer.json"
+
+
+def stage_dir(run_dir: str | os.PathLike, stage: str) -> Path:
+    return Path(run_dir) / stage

@@ -1,0 +1,35 @@
+"""Launching a training stage on ``nproc`` local ranks through torchrun."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def default_nproc() -> int:
+    """The cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(stage: str, run_dir: Path, nproc: int) -> None:
+    """Run ``shardkit.speedrun.worker`` for ``stage`` on ``nproc`` ranks; raise if any rank fails."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+               "--master-addr=127.0.0.1", f"--master-port={free_port()}",
+               "-m", "shardkit.speedrun.worker", "--stage", stage, "--run-dir", str(run_dir)]
+    # torchrun's own warning about OMP_NUM_THREADS is noise here: the worker shares the cores out.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    code = subprocess.call(command, env=env)
+    if code != 0:
+        raise RuntimeError(f"speedrun stage {stage!r} failed on {nproc} ranks (exit code {code}); its errors are "
+                           f"printed above. Rerun the same command to resume from the last finished stage.")
