@@ -74,8 +74,10 @@ def run_preference_cases(rank, world, output_dir):
 
 
 def run_dpo_resume(rank, world, output_dir):
-    """An uninterrupted 4-step run that checkpoints at step 2, then a fresh run resumed from that checkpoint."""
+    """An uninterrupted 4-step run that checkpoints at step 2, then a fresh run resumed from that checkpoint;
+    then whether a checkpoint gives each rank back its own RNG state."""
     from shardkit import fsdp
+    from shardkit.trainers import checkpoint
 
     torch.set_num_threads(1)
     common = dict(max_steps=4, save_steps=2, eval_steps=0, report_to=["jsonl"])
@@ -86,4 +88,10 @@ def run_dpo_resume(rank, world, output_dir):
     # numpy arrays travel back by value (tensors would go through shared file descriptors).
     params = [{k: v.numpy() for k, v in fsdp.full_state_dict(t.model, rank0_only=False).items()}
               for t in (full, resumed)]
-    return full_history, resumed_history, params
+    # Ranks draw different random numbers (e.g. dropout on their own rows): each gets its own state back.
+    torch.manual_seed(100 + rank)
+    expected_rng = torch.get_rng_state()
+    path = checkpoint.save(resumed)
+    torch.rand(3)
+    checkpoint.load(resumed, path)
+    return full_history, resumed_history, params, torch.equal(torch.get_rng_state(), expected_rng)

@@ -48,8 +48,9 @@ def test_two_rank_dpo_and_kto_equal_single_process_with_a_sharded_reference(tmp_
 
 
 def test_two_rank_resume_equals_uninterrupted_two_rank_run(tmp_path):
-    full_history, resumed_history, (full_params, resumed_params) = spawn(
-        cases.run_dpo_resume, 2, args=(str(tmp_path),), timeout=170)[0]
+    ranks = spawn(cases.run_dpo_resume, 2, args=(str(tmp_path),), timeout=170)
+    full_history, resumed_history, (full_params, resumed_params), _ = ranks[0]
+    assert all(rng_restored for *_, rng_restored in ranks), "a rank did not get its own RNG state back"
     assert [e["step"] for e in full_history] == [1, 2, 3, 4]
     assert resumed_history == full_history
     for name, value in full_params.items():
