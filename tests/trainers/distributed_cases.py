@@ -4,6 +4,8 @@ same global batches as 2 ranks with bs each."""
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 SEED = 0
@@ -61,8 +63,11 @@ def run_preference_cases(rank, world, output_dir):
     for name, (kind, overrides) in CASES.items():
         trainer = preference_trainer(kind, f"{output_dir}/{name}", per_device_batch=2, **overrides)
         full_bytes = param_bytes(trainer.model)
+        given_ref = None if trainer.ref_model is None else weakref.ref(trainer.ref_model)
         history = trainer.train().log_history
-        result = {"history": history, "ref_model": trainer.ref_model is not None, "full_bytes": full_bytes}
+        result = {"history": history, "ref_model": trainer.ref_model is not None, "full_bytes": full_bytes,
+                  # A reference model dropped after precomputing is gone from memory, not merely unset.
+                  "ref_freed": given_ref is not None and given_ref() is None}
         if trainer.ref_model is not None:
             state = fsdp.get_state(trainer.ref_model)
             result.update(strategy=state.strategy, ref_bytes=param_bytes(trainer.ref_model),

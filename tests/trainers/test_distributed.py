@@ -40,6 +40,7 @@ def test_two_rank_dpo_and_kto_equal_single_process_with_a_sharded_reference(tmp_
             assert_same_logs(result[name]["history"], expected, f"{name} rank {rank}")
             if overrides.get("precompute_ref_log_probs"):
                 assert not result[name]["ref_model"], f"{name}: a reference model is still held after precomputing"
+                assert result[name]["ref_freed"], f"{name}: the (sharded) reference model was not freed"
                 continue
             r = result[name]
             assert r["ref_model"] and r["strategy"] == "FULL_SHARD" and r["frozen"] and r["all_freed"], (name, r)

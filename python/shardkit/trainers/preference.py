@@ -40,10 +40,13 @@ class PreferenceTrainer(BaseTrainer):
         if self.ref_model is not None and data_parallel.data_parallel_world() > 1:
             self.ref_model = shard_for_data_parallel(self.ref_model)
 
-    @torch.no_grad()
     def before_train(self) -> None:
-        if not self.args.precompute_ref_log_probs:
-            return
+        if self.args.precompute_ref_log_probs:
+            self._precompute_reference()
+            self.drop_reference()  # here no local name refers to the reference any more, so it is freed
+
+    @torch.no_grad()
+    def _precompute_reference(self) -> None:
         # The reference is the given ref_model or, without one, the policy before its first update.
         ref = self.ref_model if self.ref_model is not None else self.model
         was_training = ref.training
@@ -51,7 +54,6 @@ class PreferenceTrainer(BaseTrainer):
         for examples in (self.train_examples, self.eval_examples or []):
             self._precompute(ref, examples)
         ref.train(was_training)
-        self.drop_reference()
 
     def _precompute(self, ref: torch.nn.Module, examples: list[dict]) -> None:
         """Store ``reference_values`` on every example; each rank computes its rows of each global batch."""
@@ -72,7 +74,7 @@ class PreferenceTrainer(BaseTrainer):
     def drop_reference(self) -> None:
         """Release the reference model: precomputed values replace it for the rest of the run."""
         self.ref_model = None
-        gc.collect()
+        gc.collect()  # a sharded model is a reference cycle (its hooks refer to it): collect it now
 
     def extra_checkpoint_tensors(self):
         """The precomputed reference values of both splits: a resumed run needs no reference model."""
