@@ -244,9 +244,10 @@ class BaseTrainer:
         was_training = self.model.training
         self.model.eval()
         train_metrics, self._metrics = self._metrics, MetricBuffer()
-        n, bs = len(self.eval_examples), self.args.per_device_eval_batch_size * data_parallel.data_parallel_world()
+        world = data_parallel.data_parallel_world() if data_parallel.is_sharded(self.model) else 1
+        n, bs = len(self.eval_examples), self.args.per_device_eval_batch_size * world
         for start in range(0, n, bs):
-            rows = data_parallel.rank_rows(start, min(n, start + bs))
+            rows = data_parallel.rank_rows(start, min(n, start + bs), self.model)
             batch = self.collate([self.eval_examples[i] for i in rows])
             items = self.count_items([batch]) if self.token_level_loss else None
             loss = float(self.compute_loss(self.model, batch, items))

@@ -45,14 +45,15 @@ def sum_over_ranks(value: float, model: torch.nn.Module) -> float:
     return float(all_reduce_sum_(torch.tensor([float(value)], dtype=torch.float64), model))
 
 
-def rank_rows(start: int, stop: int) -> range:
-    """This rank's share of rows [start, stop) of a batch that all ranks process together.
+def rank_rows(start: int, stop: int, model: torch.nn.Module) -> range:
+    """This rank's share of rows [start, stop) of a batch that all ranks process together through ``model``.
 
-    Contiguous and as even as possible. With fewer rows than ranks every rank
-    takes them all: a sharded model's forward is a collective, so no rank may
-    sit one out, and sums and counts reduced over ranks then scale alike.
+    Contiguous and as even as possible (all of them when the model is not
+    sharded). With fewer rows than ranks every rank takes them all: a sharded
+    model's forward is a collective, so no rank may sit one out, and sums and
+    counts reduced over ranks then scale alike.
     """
-    world, n = data_parallel_world(), stop - start
+    world, n = (data_parallel_world() if is_sharded(model) else 1), stop - start
     if n < world:
         return range(start, stop)
     r = rank()

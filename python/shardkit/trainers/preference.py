@@ -57,17 +57,17 @@ class PreferenceTrainer(BaseTrainer):
 
     def _precompute(self, ref: torch.nn.Module, examples: list[dict]) -> None:
         """Store ``reference_values`` on every example; each rank computes its rows of each global batch."""
-        n, bs = len(examples), self.args.per_device_train_batch_size * data_parallel.data_parallel_world()
+        world = data_parallel.data_parallel_world() if data_parallel.is_sharded(ref) else 1
+        n, bs = len(examples), self.args.per_device_train_batch_size * world
         values = torch.zeros(n, len(self.reference_keys), dtype=torch.float64)  # (n, keys)
         counts = torch.zeros(n, 1, dtype=torch.float64)  # ranks that computed each row
         for start in range(0, n, bs):
-            rows = data_parallel.rank_rows(start, min(n, start + bs))
+            rows = data_parallel.rank_rows(start, min(n, start + bs), ref)
             out = self.reference_values(ref, self.collate([examples[i] for i in rows]))
             values[rows.start:rows.stop] += torch.stack(out, dim=-1).double()
             counts[rows.start:rows.stop] += 1
-        # The policy's group when it serves as its own reference; the same ranks either way.
-        data_parallel.all_reduce_sum_(values, self.model)
-        data_parallel.all_reduce_sum_(counts, self.model)
+        data_parallel.all_reduce_sum_(values, ref)
+        data_parallel.all_reduce_sum_(counts, ref)
         for example, row in zip(examples, (values / counts).tolist()):
             example.update(zip(self.reference_keys, row))
 
