@@ -51,6 +51,7 @@ CASES = {
     # A reference other than the policy, so that no reward starts as a rounding-level tie.
     "dpo-ipo-precomputed": ("dpo", {"loss_type": "ipo", "precompute_ref_log_probs": True, "ref_seed": 1}),
     "kto": ("kto", {}),
+    "kto-precomputed": ("kto", {"precompute_ref_log_probs": True, "ref_seed": 1}),
 }
 
 
