@@ -21,14 +21,17 @@ def test_two_rank_full_shard_sft_equals_single_process(tmp_path):
     expected = single.train().log_history
     ranks = spawn(fsdp_cases.run_sft_trainer, 2, args=(str(tmp_path / "sharded"),), timeout=150)
     history, params = ranks[0]
-    global_keys = ("loss", "grad_norm", "learning_rate", "epoch", "step")
-    # Every rank logs the same global values (other metrics are still per rank).
-    assert [{k: e[k] for k in global_keys} for e in ranks[1][0]] == [{k: e[k] for k in global_keys} for e in history]
+    # Every rank logs the same global values, every metric included.
+    assert ranks[1][0] == history
     assert len(history) == len(expected) == 4
     for ours, theirs in zip(history, expected):
         assert abs(ours["loss"] - theirs["loss"]) <= 1e-5, (ours, theirs)
         assert abs(ours["grad_norm"] - theirs["grad_norm"]) <= 1e-5 * theirs["grad_norm"], (ours, theirs)
         assert (ours["step"], ours["epoch"], ours["learning_rate"]) == (theirs["step"], theirs["epoch"], theirs["learning_rate"])
+        # The other metrics are global too: token counts and token-weighted means over both ranks' rows.
+        assert ours["num_tokens"] == theirs["num_tokens"], (ours, theirs)
+        for key in ("entropy", "mean_token_accuracy"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5), (key, ours, theirs)
     for name, value in single.model.state_dict().items():
         assert abs(torch.from_numpy(params[name]) - value).max() <= 1e-5, name
     # The final checkpoint is a sharded one, complete with the trainer's state.

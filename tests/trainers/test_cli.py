@@ -35,3 +35,32 @@ def test_cli_errors_are_clear(tmp_path):
         main(["train", "dpo", "--config", str(cfg)])
     with pytest.raises(ValueError, match="section must be"):
         main(["train", "dpo", "--config", str(cfg), "--optimizer.lr", "1"])
+
+
+@pytest.mark.native
+@pytest.mark.distributed
+@pytest.mark.parametrize("kind,data_kind", [("dpo", "preference"), ("kto", "unpaired_preference")])
+def test_train_nproc_2_through_torchrun_logs_what_one_process_logs(tmp_path, monkeypatch, kind, data_kind):
+    pytest.importorskip("transformers")
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in make_records(data_kind, 8)) + "\n")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'[model]\npreset = "tiny"\n[tokenizer]\nname = "char"\n[data]\ntrain = "{data}"\n'
+                   f'[trainer]\nlearning_rate = 0.001\nmax_steps = 2\nlogging_steps = 1\ndisable_tqdm = true\n')
+    # torchrun's children inherit this environment (and so find the same shardkit).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["train", kind, "--config", str(cfg), "--nproc", "2", "--per_device_train_batch_size", "2",
+                 f"--output_dir={tmp_path / 'two'}"]) == 0
+    ckpt = tmp_path / "two" / "checkpoint-2"
+    assert sorted(p.name for p in ckpt.glob("shard-*")) == ["shard-00000-of-00002.safetensors",
+                                                            "shard-00001-of-00002.safetensors"]
+    # The same global batches in one process: 4 examples per micro-batch.
+    assert main(["train", kind, "--config", str(cfg), "--per_device_train_batch_size", "4",
+                 f"--output_dir={tmp_path / 'one'}"]) == 0
+    two, one = ([json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+                for d in ("two", "one"))
+    assert len(two) == len(one) == 2  # rank 0 alone writes the metrics
+    for a, b in zip(two, one):
+        assert list(a) == list(b)
+        for key, value in b.items():
+            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (key, a[key], value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from shardkit.trainers.run import TRAINERS
@@ -72,5 +73,6 @@ def _run(args) -> int:
     from shardkit.trainers.run import run
 
     last = run(args.trainer, args.config, overrides)
-    print(json.dumps(last), file=sys.stdout)
+    if int(os.environ.get("RANK", "0")) == 0:  # every rank has the same (global) log entry
+        print(json.dumps(last), file=sys.stdout)
     return 0

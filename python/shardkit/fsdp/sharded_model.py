@@ -109,6 +109,15 @@ class ShardState:
         return args, kwargs
 
     def post_forward(self, unit: _Unit, args, kwargs, output):
+        if unit.is_root and not self.in_backward and not torch.is_grad_enabled():
+            # No backward follows a forward without autograd (e.g. a frozen reference model
+            # under no_grad): free every unit now, root included, and remember the order
+            # for the next forward's prefetch, as the end of a backward would.
+            if self.strategy != "NO_SHARD":
+                for u in self.units:
+                    u.reshard()
+            self.last_order = self.order
+            return output
         if self.strategy == "FULL_SHARD" and not unit.is_root and not self.in_backward:
             unit.reshard()
         if torch.is_grad_enabled():

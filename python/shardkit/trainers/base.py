@@ -14,7 +14,6 @@ the step count to resume exactly where it stopped.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ from shardkit.data import load_records
 from shardkit.data.records import detect_kind
 from shardkit.trainers import checkpoint, data_parallel
 from shardkit.trainers.config import TrainingConfig
+from shardkit.trainers.metrics import MetricBuffer
 from shardkit.trainers.metrics_log import MetricsLog
 from shardkit.trainers.setup import prepare_model_and_optimizer
 
@@ -35,28 +35,6 @@ class TrainerState:
     global_step: int = 0
     num_tokens: int = 0
     log_history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def precomputed_tensors(trainer, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Per-example precomputed values (e.g. reference log-probs) of both splits, for a checkpoint."""
-    out = {}
-    for split in ("train", "eval"):
-        examples = getattr(trainer, f"{split}_examples") or []
-        for key in keys:
-            if examples:
-                out[f"{split}/{key}"] = torch.tensor([e[key] for e in examples], dtype=torch.float64)
-    return out
-
-
-def restore_precomputed(trainer, tensors: dict[str, torch.Tensor]) -> None:
-    """Put the values saved by ``precomputed_tensors`` back on the examples."""
-    for name, values in tensors.items():
-        split, key = name.split("/", 1)
-        examples = getattr(trainer, f"{split}_examples") or []
-        if len(examples) != len(values):
-            raise ValueError(f"checkpoint has {len(values)} {split} values of {key}, the dataset {len(examples)} examples")
-        for e, v in zip(examples, values.tolist()):
-            e[key] = v
 
 
 def check_processing_class(tok) -> None:
@@ -97,7 +75,7 @@ class BaseTrainer:
             raise ValueError("train_dataset has no usable examples after tokenization")
         self.state = TrainerState()
         self.optimizer = self.lr_scheduler = None
-        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._metrics = MetricBuffer()
 
     # -- hooks for subclasses -------------------------------------------------
     def prepare_examples(self, records: list[dict], split: str) -> list[dict]:
@@ -107,8 +85,12 @@ class BaseTrainer:
         raise NotImplementedError
 
     def compute_loss(self, model, batch: dict[str, torch.Tensor], num_items: int | None) -> torch.Tensor:
-        """The loss of one micro-batch; appends its metrics with ``self.record``."""
+        """The loss of one micro-batch (this rank's rows); adds its metrics with ``self.record``."""
         raise NotImplementedError
+
+    def derive_metrics(self, values: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from one micro-batch's global values (e.g. a margin); none by default."""
+        return {}
 
     def count_items(self, batches: list[dict[str, torch.Tensor]]) -> int | None:
         return None
@@ -117,6 +99,9 @@ class BaseTrainer:
         if "attention_mask" in batch:
             return int(batch["attention_mask"].sum())
         return int(batch["input_ids"].numel())
+
+    def after_model_prepared(self) -> None:
+        """Runs once the model is prepared (sharded when several ranks train), before any resume."""
 
     def before_train(self) -> None:
         """Runs once the model is prepared, before the first step (e.g. precompute reference log-probs)."""
@@ -168,19 +153,27 @@ class BaseTrainer:
         return self.collate([self.train_examples[i] for i in rows])
 
     # -- loop -----------------------------------------------------------------
-    def record(self, name: str, value: float) -> None:
-        self._metrics[name].append(float(value))
+    def record(self, name: str, total: float, count: float = 1.0, if_empty: float | None = None) -> None:
+        """Add ``total`` over ``count`` items (examples or tokens) of this rank to metric ``name``.
+
+        The logged value of a micro-batch is the sum of ``total`` over the
+        ranks divided by the sum of ``count`` (see ``trainers.metrics``); with
+        a global count of 0 it is ``if_empty``, or left out when None.
+        """
+        self._metrics.add(name, total, count, if_empty)
 
     def train(self, resume_from_checkpoint: str | None = None) -> TrainerState:
         """Run to ``max_steps`` (or ``num_train_epochs``); returns the state with its ``log_history``."""
         args = self.args
         total = self.total_steps()
         self.model, self.optimizer, self.lr_scheduler = prepare_model_and_optimizer(self.model, args, total)
+        self.after_model_prepared()
         if resume_from_checkpoint is not None:
             checkpoint.load(self, resume_from_checkpoint)
         else:
             self.before_train()
-        log = MetricsLog(args, total, initial=self.state.global_step)
+        # Every rank computes the same global log entries; only rank 0 writes them.
+        log = MetricsLog(args, total, initial=self.state.global_step, enabled=data_parallel.rank() == 0)
         params = [p for p in self.model.parameters() if p.requires_grad]
         ga = args.gradient_accumulation_steps
         losses_since_log: list[float] = []
@@ -193,14 +186,18 @@ class BaseTrainer:
                     # Normalise by the tokens of all ranks; undo the gradient average over ranks.
                     num_items = int(data_parallel.sum_over_ranks(num_items, self.model))
                 world = data_parallel.data_parallel_world() if data_parallel.is_sharded(self.model) else 1
-                step_loss = 0.0
+                # [loss, tokens] of this rank, summed over the ranks in one all-reduce.
+                totals = torch.zeros(2, dtype=torch.float64)
                 for batch in batches:
                     loss = self.compute_loss(self.model, batch, num_items)
+                    self._metrics.end_micro_batch()
                     loss = loss / len(batches) if num_items is None else loss * world
                     loss.backward()
-                    step_loss += float(loss.detach())
-                    self.state.num_tokens += self.count_tokens(batch)
-                step_loss = data_parallel.sum_over_ranks(step_loss, self.model) / world
+                    totals[0] += float(loss.detach())
+                    totals[1] += self.count_tokens(batch)
+                data_parallel.all_reduce_sum_(totals, self.model)
+                step_loss = float(totals[0]) / world
+                self.state.num_tokens += int(totals[1])  # global, as TRL counts it
                 # The norm is taken before clipping, as transformers logs it.
                 grad_norm = data_parallel.clip_and_norm(self.model, params, args.max_grad_norm)
                 lr = self.lr_scheduler.get_last_lr()[0]
@@ -231,25 +228,34 @@ class BaseTrainer:
         return self.state
 
     def _pop_metrics(self, prefix: str = "") -> dict[str, float]:
-        out = {prefix + k: sum(v) / len(v) for k, v in self._metrics.items() if v}
-        self._metrics.clear()
-        return out
+        """Global means of the metrics recorded since the last log (a collective when sharded)."""
+        return self._metrics.pop(lambda t: data_parallel.all_reduce_sum_(t, self.model), self.derive_metrics, prefix)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean loss and metrics over ``eval_dataset``, prefixed ``eval_``."""
+        """Mean loss and metrics over the eval batches, prefixed ``eval_``.
+
+        An eval batch holds ``per_device_eval_batch_size`` examples per rank,
+        split over the ranks; its loss and metrics are global (a collective
+        when sharded), so every rank returns the same values.
+        """
         if not self.eval_examples:
             raise ValueError("evaluate() needs an eval_dataset")
         was_training = self.model.training
         self.model.eval()
-        train_metrics, self._metrics = self._metrics, defaultdict(list)
-        bs = self.args.per_device_eval_batch_size
-        losses = []
-        for i in range(0, len(self.eval_examples), bs):
-            batch = self.collate(self.eval_examples[i:i + bs])
+        train_metrics, self._metrics = self._metrics, MetricBuffer()
+        world = data_parallel.data_parallel_world() if data_parallel.is_sharded(self.model) else 1
+        n, bs = len(self.eval_examples), self.args.per_device_eval_batch_size * world
+        for start in range(0, n, bs):
+            rows = data_parallel.rank_rows(start, min(n, start + bs), self.model)
+            batch = self.collate([self.eval_examples[i] for i in rows])
             items = self.count_items([batch]) if self.token_level_loss else None
-            losses.append(float(self.compute_loss(self.model, batch, items)))
+            loss = float(self.compute_loss(self.model, batch, items))
+            # Token-level losses are means over tokens, the others over examples: weight the rank's mean by them.
+            weight = items if self.token_level_loss else len(rows)
+            self.record("loss", loss * weight, weight)
+            self._metrics.end_micro_batch()
         self.model.train(was_training)
-        out = {"eval_loss": sum(losses) / len(losses), **self._pop_metrics("eval_")}
+        metrics = self._pop_metrics("eval_")
         self._metrics = train_metrics
-        return out
+        return {"eval_loss": metrics.pop("eval_loss"), **metrics}

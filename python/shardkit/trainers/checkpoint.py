@@ -3,7 +3,8 @@
 ``output_dir/checkpoint-<step>/`` holds ``model.safetensors``,
 ``optimizer.safetensors`` (tensors) + ``optimizer.json`` (the rest of the
 state dict), ``extra.safetensors`` (e.g. precomputed reference log-probs),
-``rng.safetensors`` and ``trainer_state.json``. The data order is a function
+``rng.safetensors`` (torch's RNG state; with several ranks each rank's, as
+``torch.rank<r>``) and ``trainer_state.json``. The data order is a function
 of (seed, step), so the step restores it. A checkpoint is written into a temp
 directory and renamed into place, so a crash never leaves a half checkpoint.
 
@@ -22,6 +23,8 @@ import tempfile
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from shardkit.trainers import data_parallel
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -46,11 +49,25 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _rng_states(trainer) -> dict[str, torch.Tensor]:
+    """torch's RNG state of every rank (a collective when sharded: rank 0 writes them all)."""
+    state = torch.get_rng_state()  # (n,) uint8
+    if not data_parallel.is_sharded(trainer.model):
+        return {"torch": state}
+    world, rank = data_parallel.data_parallel_world(), data_parallel.rank()
+    gathered = torch.zeros(world, state.numel(), dtype=torch.float64)  # bytes are exact in float64
+    gathered[rank] = state.double()
+    data_parallel.all_reduce_sum_(gathered, trainer.model)
+    states = {f"torch.rank{r}": gathered[r].to(torch.uint8) for r in range(world)}
+    return {"torch": states["torch.rank0"].clone(), **states}  # safetensors refuses shared storage
+
+
 def _save_sharded(trainer, final: str) -> str:
     from shardkit import fsdp
 
+    rng = _rng_states(trainer)
     return fsdp.save_sharded_checkpoint(trainer.model, trainer.optimizer, final,
-                                        write_extra=lambda tmp: _write_trainer_files(trainer, tmp))
+                                        write_extra=lambda tmp: _write_trainer_files(trainer, tmp, rng))
 
 
 def save(trainer) -> str:
@@ -67,7 +84,7 @@ def save(trainer) -> str:
         save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
         with open(os.path.join(tmp, "optimizer.json"), "w") as f:
             json.dump(meta, f)
-        _write_trainer_files(trainer, tmp)
+        _write_trainer_files(trainer, tmp, _rng_states(trainer))
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -77,11 +94,11 @@ def save(trainer) -> str:
     return final
 
 
-def _write_trainer_files(trainer, tmp: str) -> None:
+def _write_trainer_files(trainer, tmp: str, rng: dict[str, torch.Tensor]) -> None:
     """Everything but the model and optimizer: extra tensors, RNG, progress, scheduler, config."""
     extra = {k: v.contiguous() for k, v in trainer.extra_checkpoint_tensors().items()}
     save_file(extra, os.path.join(tmp, "extra.safetensors"))
-    save_file({"torch": torch.get_rng_state()}, os.path.join(tmp, "rng.safetensors"))
+    save_file(rng, os.path.join(tmp, "rng.safetensors"))
     state = {"global_step": trainer.state.global_step, "num_tokens": trainer.state.num_tokens,
              "log_history": trainer.state.log_history,
              "lr_scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler else None,
@@ -112,7 +129,10 @@ def load(trainer, path: str) -> None:
     if state.get("lr_scheduler"):
         trainer.lr_scheduler.load_state_dict({**trainer.lr_scheduler.state_dict(), **state["lr_scheduler"]})
     trainer.load_extra_checkpoint_tensors(load_file(os.path.join(path, "extra.safetensors")))
-    torch.set_rng_state(load_file(os.path.join(path, "rng.safetensors"))["torch"])
+    rng = load_file(os.path.join(path, "rng.safetensors"))
+    # This rank's own state when the checkpoint has one (same or larger world), else rank 0's.
+    own = f"torch.rank{data_parallel.rank()}" if data_parallel.is_sharded(trainer.model) else "torch"
+    torch.set_rng_state(rng.get(own, rng["torch"]))
     trainer.state.global_step = state["global_step"]
     trainer.state.num_tokens = state["num_tokens"]
     trainer.state.log_history = state["log_history"]

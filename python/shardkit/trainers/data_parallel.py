@@ -31,15 +31,33 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return hasattr(model, "_shardkit_fsdp")
 
 
+def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """Sum ``values`` (float64, contiguous) over the ranks in place; untouched when the model is not sharded."""
+    if is_sharded(model):
+        from shardkit import comm
+
+        comm.all_reduce(values, "sum", group=model._shardkit_fsdp.group)
+    return values
+
+
 def sum_over_ranks(value: float, model: torch.nn.Module) -> float:
     """``value`` summed over the ranks (itself when the model is not sharded)."""
-    if not is_sharded(model):
-        return value
-    from shardkit import comm
+    return float(all_reduce_sum_(torch.tensor([float(value)], dtype=torch.float64), model))
 
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    comm.all_reduce(t, "sum", group=model._shardkit_fsdp.group)
-    return float(t)
+
+def rank_rows(start: int, stop: int, model: torch.nn.Module) -> range:
+    """This rank's share of rows [start, stop) of a batch that all ranks process together through ``model``.
+
+    Contiguous and as even as possible (all of them when the model is not
+    sharded). With fewer rows than ranks every rank takes them all: a sharded
+    model's forward is a collective, so no rank may sit one out, and sums and
+    counts reduced over ranks then scale alike.
+    """
+    world, n = (data_parallel_world() if is_sharded(model) else 1), stop - start
+    if n < world:
+        return range(start, stop)
+    r = rank()
+    return range(start + r * n // world, start + (r + 1) * n // world)
 
 
 def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: float) -> float:
@@ -53,4 +71,5 @@ def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: 
     return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
 
 
-__all__ = ["rank", "data_parallel_world", "is_sharded", "sum_over_ranks", "clip_and_norm"]
+__all__ = ["rank", "data_parallel_world", "is_sharded", "all_reduce_sum_", "sum_over_ranks", "rank_rows",
+           "clip_and_norm"]

@@ -6,10 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from shardkit.data import collate_preference, preference_example
-from shardkit.trainers.base import BaseTrainer, precomputed_tensors, restore_precomputed
 from shardkit.trainers.config import DPOConfig
 from shardkit.trainers.logprobs import entropy_and_top1, forward_logits, token_logps
-from shardkit.trainers.setup import reference_model
+from shardkit.trainers.preference import PreferenceTrainer
 
 
 def dpo_losses(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, chosen_len: torch.Tensor,
@@ -33,12 +32,13 @@ def dpo_losses(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor,
     raise ValueError(f"unknown DPO loss_type {loss_type!r}")
 
 
-class DPOTrainer(BaseTrainer):
+class DPOTrainer(PreferenceTrainer):
     """Direct preference optimisation, in TRL's shape.
 
     ``DPOTrainer(model, ref_model=None, args=DPOConfig(...), train_dataset=..., processing_class=tok)``.
-    Without ``ref_model`` a frozen copy of the initial model is the reference;
-    with ``precompute_ref_log_probs=True`` the reference log-probs are computed
+    Without ``ref_model`` a frozen copy of the initial model is the reference
+    (sharded like the policy when several ranks train); with
+    ``precompute_ref_log_probs=True`` the reference log-probs are computed
     once before training and no reference model is held during it. Chosen and
     rejected rows go through one forward (2B rows, chosen first); sequence
     log-probs are fp32 sums over completion tokens. Logs TRL's ``rewards/*``,
@@ -47,12 +47,12 @@ class DPOTrainer(BaseTrainer):
 
     config_class = DPOConfig
     dataset_kinds = ("preference",)
+    reference_keys = ("ref_chosen_logps", "ref_rejected_logps")
 
     def __init__(self, model, ref_model=None, args: DPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None) -> None:
-        super().__init__(model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=processing_class)
-        self.ref_model = reference_model(model, ref_model, self.args)
+        super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class)
 
     def prepare_examples(self, records, split):
         if "prompt_ids" in records[0]:
@@ -67,38 +67,11 @@ class DPOTrainer(BaseTrainer):
         return collate_preference(examples, self.pad_token_id, self.args.max_length)
 
     @torch.no_grad()
-    def _ref_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_values(self, ref, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs (B,) of the chosen and of the rejected rows under ``ref``."""
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-        logps, _, _ = token_logps(forward_logits(model, batch), labels)
+        logps, _, _ = token_logps(forward_logits(ref, batch), labels)
         return logps.sum(-1).chunk(2)
-
-    def before_train(self) -> None:
-        if not self.args.precompute_ref_log_probs:
-            return
-        # The reference is the given ref_model or, without one, the policy before its first update.
-        ref = self.ref_model if self.ref_model is not None else self.model
-        was_training = ref.training
-        ref.eval()
-        for split in ("train_examples", "eval_examples"):
-            examples = getattr(self, split) or []
-            bs = self.args.per_device_train_batch_size
-            for i in range(0, len(examples), bs):
-                chunk = examples[i:i + bs]
-                chosen, rejected = self._ref_logps(ref, self.collate(chunk))
-                for e, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
-                    e["ref_chosen_logps"], e["ref_rejected_logps"] = c, r
-        ref.train(was_training)
-        self.ref_model = None  # no reference model is held during training
-
-    def extra_checkpoint_tensors(self):
-        if not self.args.precompute_ref_log_probs:
-            return {}
-        return precomputed_tensors(self, ("ref_chosen_logps", "ref_rejected_logps"))
-
-    def load_extra_checkpoint_tensors(self, tensors):
-        if self.args.precompute_ref_log_probs:
-            restore_precomputed(self, tensors)
-            self.ref_model = None
 
     def compute_loss(self, model, batch, num_items):
         args = self.args
@@ -110,7 +83,7 @@ class DPOTrainer(BaseTrainer):
         if "ref_chosen_logps" in batch:
             ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         else:
-            ref_chosen, ref_rejected = self._ref_logps(self.ref_model, batch)
+            ref_chosen, ref_rejected = self.reference_values(self.ref_model, batch)
         chosen_ratio, rejected_ratio = chosen_logps - ref_chosen, rejected_logps - ref_rejected
         chosen_len, rejected_len = completion_mask.sum(-1).float().chunk(2)
         loss = dpo_losses(chosen_ratio, rejected_ratio, chosen_len, rejected_len, args.beta, args.loss_type,
@@ -120,23 +93,23 @@ class DPOTrainer(BaseTrainer):
 
     @torch.no_grad()
     def _record_metrics(self, logits, labels, mask, logsm, chosen_logps, rejected_logps, chosen_ratio, rejected_ratio):
+        """TRL's metrics as (sum, count) of this rank's rows: token-weighted or per pair (see ``trainers.metrics``)."""
         beta = self.args.beta
         entropy, top1 = entropy_and_top1(logsm, labels)
-        total = int(mask.sum())
-        self.record("entropy", float((entropy * mask).sum()) / total if total else 0.0)
+        self.record("entropy", float((entropy * mask).sum()), int(mask.sum()), if_empty=0.0)
         chosen_mask, rejected_mask = mask.chunk(2)
         # logits/*: the mean over the vocabulary of each completion position's logits, averaged over positions.
         chosen_mean, rejected_mean = logits[:, :-1].float().mean(-1).chunk(2)  # (B, T-1) each
-        n_rejected = int(rejected_mask.sum())
-        n_chosen = int(chosen_mask.sum())
-        self.record("logits/chosen", float(chosen_mean[chosen_mask].sum()) / n_chosen if n_chosen else 0.0)
-        self.record("logits/rejected", float(rejected_mean[rejected_mask].sum()) / n_rejected if n_rejected else 0.0)
+        n_chosen, n_rejected = int(chosen_mask.sum()), int(rejected_mask.sum())
+        self.record("logits/chosen", float(chosen_mean[chosen_mask].sum()), n_chosen, if_empty=0.0)
+        self.record("logits/rejected", float(rejected_mean[rejected_mask].sum()), n_rejected, if_empty=0.0)
         chosen_top1, _ = top1.chunk(2)
-        self.record("mean_token_accuracy", float((chosen_top1 & chosen_mask).sum()) / n_chosen if n_chosen else 0.0)
+        self.record("mean_token_accuracy", float((chosen_top1 & chosen_mask).sum()), n_chosen, if_empty=0.0)
         chosen_rewards, rejected_rewards = beta * chosen_ratio, beta * rejected_ratio
-        self.record("rewards/chosen", float(chosen_rewards.mean()))
-        self.record("rewards/rejected", float(rejected_rewards.mean()))
-        self.record("rewards/accuracies", float((chosen_rewards > rejected_rewards).float().mean()))
-        self.record("rewards/margins", float((chosen_rewards - rejected_rewards).mean()))
-        self.record("logps/chosen", float(chosen_logps.mean()))
-        self.record("logps/rejected", float(rejected_logps.mean()))
+        pairs = len(chosen_rewards)
+        self.record("rewards/chosen", float(chosen_rewards.sum()), pairs)
+        self.record("rewards/rejected", float(rejected_rewards.sum()), pairs)
+        self.record("rewards/accuracies", float((chosen_rewards > rejected_rewards).sum()), pairs)
+        self.record("rewards/margins", float((chosen_rewards - rejected_rewards).sum()), pairs)
+        self.record("logps/chosen", float(chosen_logps.sum()), pairs)
+        self.record("logps/rejected", float(rejected_logps.sum()), pairs)

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from shardkit.data import collate_unpaired, unpaired_example
-from shardkit.trainers.base import BaseTrainer, precomputed_tensors, restore_precomputed
+from shardkit.trainers import data_parallel
 from shardkit.trainers.config import KTOConfig
 from shardkit.trainers.logprobs import entropy_and_top1, forward_logits, token_logps
-from shardkit.trainers.setup import reference_model
+from shardkit.trainers.preference import PreferenceTrainer
 
 
 def add_mismatched_completions(examples: list[dict], batch_size: int) -> None:
@@ -18,6 +18,8 @@ def add_mismatched_completions(examples: list[dict], batch_size: int) -> None:
     Batches are consecutive chunks of ``batch_size`` in dataset order, and the
     completions rotate by one inside each: (x1, yn), (x2, y1), ..., as TRL
     builds them. These mismatched pairs estimate the KL reference point z0.
+    The trainer passes the global batch size (all ranks'), so N ranks pair
+    the examples as one process does.
     """
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -33,23 +35,25 @@ def kto_losses(chosen_logratios, rejected_logratios, kl, beta, desirable_weight,
     return torch.cat([desirable_weight * chosen, undesirable_weight * rejected])
 
 
-class KTOTrainer(BaseTrainer):
-    """KTO, in TRL's shape: ``KTOTrainer(model, ref_model=None, args=KTOConfig(...), train_dataset=..., processing_class=tok)``.
+class KTOTrainer(PreferenceTrainer):
+    """KTO, in TRL's shape: ``KTOTrainer(model, ref_model=None, args=KTOConfig(...), train_dataset=...,
+    processing_class=tok)``.
 
-    The reference point z0 = max(0, mean(logπ - logπ_ref)) over mismatched
-    prompt/completion pairs, detached; the loss is the nan-mean of the weighted
-    desirable and undesirable losses. Logs ``kl``, ``rewards/*``, ``logps/*``,
-    ``logits/*`` and ``entropy`` as TRL does.
+    The reference point z0 = max(0, mean(logπ - logπ_ref)) over the mismatched
+    prompt/completion pairs of the global micro-batch (all ranks), detached;
+    the loss is the nan-mean of the weighted desirable and undesirable losses.
+    Logs ``kl``, ``rewards/*``, ``logps/*``, ``logits/*`` and ``entropy`` as
+    TRL does. The reference model is handled by ``PreferenceTrainer``.
     """
 
     config_class = KTOConfig
     dataset_kinds = ("unpaired_preference",)
+    reference_keys = ("ref_logps", "ref_KL_logps")
 
     def __init__(self, model, ref_model=None, args: KTOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None) -> None:
-        super().__init__(model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         processing_class=processing_class)
-        self.ref_model = reference_model(model, ref_model, self.args)
+        super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class)
 
     def prepare_examples(self, records, split):
         if "prompt_ids" in records[0]:
@@ -60,7 +64,7 @@ class KTOTrainer(BaseTrainer):
         if self.args.max_length is not None:
             examples = [e for e in examples if len(e["prompt_ids"]) < self.args.max_length]
         bs = self.args.per_device_train_batch_size if split == "train" else self.args.per_device_eval_batch_size
-        add_mismatched_completions(examples, bs)
+        add_mismatched_completions(examples, bs * data_parallel.data_parallel_world())
         return examples
 
     def collate(self, examples):
@@ -75,34 +79,9 @@ class KTOTrainer(BaseTrainer):
         return logps.sum(-1), mask, logsm, logits
 
     @torch.no_grad()
-    def _ref_seq_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._seq_logps(model, batch)[0], self._seq_logps(model, batch, "KL_")[0]
-
-    def before_train(self) -> None:
-        if not self.args.precompute_ref_log_probs:
-            return
-        ref = self.ref_model if self.ref_model is not None else self.model
-        was_training = ref.training
-        ref.eval()
-        for examples in (self.train_examples, self.eval_examples or []):
-            bs = self.args.per_device_train_batch_size
-            for i in range(0, len(examples), bs):
-                chunk = examples[i:i + bs]
-                ref_logps, ref_kl = self._ref_seq_logps(ref, self.collate(chunk))
-                for e, a, b in zip(chunk, ref_logps.tolist(), ref_kl.tolist()):
-                    e["ref_logps"], e["ref_KL_logps"] = a, b
-        ref.train(was_training)
-        self.ref_model = None
-
-    def extra_checkpoint_tensors(self):
-        if not self.args.precompute_ref_log_probs:
-            return {}
-        return precomputed_tensors(self, ("ref_logps", "ref_KL_logps"))
-
-    def load_extra_checkpoint_tensors(self, tensors):
-        if self.args.precompute_ref_log_probs:
-            restore_precomputed(self, tensors)
-            self.ref_model = None
+    def reference_values(self, ref, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs (B,) under ``ref`` of the matched and of the mismatched (KL) pairs."""
+        return self._seq_logps(ref, batch)[0], self._seq_logps(ref, batch, "KL_")[0]
 
     def compute_loss(self, model, batch, num_items):
         args = self.args
@@ -112,8 +91,11 @@ class KTOTrainer(BaseTrainer):
         if "ref_logps" in batch:
             ref_logps, ref_kl_logps = batch["ref_logps"], batch["ref_KL_logps"]
         else:
-            ref_logps, ref_kl_logps = self._ref_seq_logps(self.ref_model, batch)
-        kl = (kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
+            ref_logps, ref_kl_logps = self.reference_values(self.ref_model, batch)
+        # z0 over the global micro-batch: this rank's sum and count, summed over the ranks.
+        kl_sum = torch.tensor([float((kl_logps - ref_kl_logps).sum()), len(kl_logps)], dtype=torch.float64)
+        data_parallel.all_reduce_sum_(kl_sum, model)
+        kl = torch.tensor(float(kl_sum[0] / kl_sum[1]), dtype=kl_logps.dtype).clamp(min=0)
         label = batch["label"]
         chosen_ratio = logps[label] - ref_logps[label]
         rejected_ratio = logps[~label] - ref_logps[~label]
@@ -124,23 +106,23 @@ class KTOTrainer(BaseTrainer):
 
     @torch.no_grad()
     def _record_metrics(self, batch, logits, mask, logsm, logps, label, chosen_ratio, rejected_ratio, kl):
+        """TRL's metrics as (sum, count) of this rank's rows; a side with no rows in the global
+        micro-batch is left out of the mean, as TRL does."""
         beta = self.args.beta
         self.record("kl", float(kl))
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
         entropy, _ = entropy_and_top1(logsm, labels)
-        total = int(mask.sum())
-        self.record("entropy", float((entropy * mask).sum()) / total if total else 0.0)
+        self.record("entropy", float((entropy * mask).sum()), int(mask.sum()), if_empty=0.0)
         mean_logits = logits[:, :-1].float().mean(-1)  # (B, T-1)
         for name, rows in (("chosen", label), ("rejected", ~label)):
-            n_tokens = int(mask[rows].sum())
-            if n_tokens:
-                self.record(f"logits/{name}", float(mean_logits[rows][mask[rows]].sum()) / n_tokens)
+            self.record(f"logits/{name}", float(mean_logits[rows][mask[rows]].sum()), int(mask[rows].sum()))
         n_chosen, n_rejected = int(label.sum()), int((~label).sum())
-        if n_chosen:
-            self.record("rewards/chosen", float((beta * chosen_ratio).nansum()) / n_chosen)
-            self.record("logps/chosen", float(logps[label].nansum()) / n_chosen)
-        if n_rejected:
-            self.record("rewards/rejected", float((beta * rejected_ratio).nansum()) / n_rejected)
-            self.record("logps/rejected", float(logps[~label].nansum()) / n_rejected)
-        if n_chosen and n_rejected:
-            self.record("rewards/margins", self._metrics["rewards/chosen"][-1] - self._metrics["rewards/rejected"][-1])
+        self.record("rewards/chosen", float((beta * chosen_ratio).nansum()), n_chosen)
+        self.record("logps/chosen", float(logps[label].nansum()), n_chosen)
+        self.record("rewards/rejected", float((beta * rejected_ratio).nansum()), n_rejected)
+        self.record("logps/rejected", float(logps[~label].nansum()), n_rejected)
+
+    def derive_metrics(self, values):
+        if "rewards/chosen" in values and "rewards/rejected" in values:
+            return {"rewards/margins": values["rewards/chosen"] - values["rewards/rejected"]}
+        return {}

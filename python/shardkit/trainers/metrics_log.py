@@ -9,12 +9,17 @@ from tqdm.auto import tqdm
 
 
 class MetricsLog:
-    """Writes each logged dict to every sink the config asks for."""
+    """Writes each logged dict to every sink the config asks for.
 
-    def __init__(self, args, total_steps: int, initial: int = 0) -> None:
-        self.bar = tqdm(total=total_steps, initial=initial, disable=args.disable_tqdm, desc="train")
+    ``enabled=False`` (every rank but 0 when several train) writes nothing.
+    """
+
+    def __init__(self, args, total_steps: int, initial: int = 0, enabled: bool = True) -> None:
+        self.bar = tqdm(total=total_steps, initial=initial, disable=args.disable_tqdm or not enabled, desc="train")
         self.jsonl = None
         self.tensorboard = None
+        if not enabled:
+            return
         if "jsonl" in args.report_to:
             os.makedirs(args.output_dir, exist_ok=True)
             self.jsonl = open(os.path.join(args.output_dir, "metrics.jsonl"), "a", encoding="utf-8")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from shardkit.trainers.config import load_config_file, parse_override
 
 TRAINERS = ("pretrain", "sft", "dpo", "kto")
@@ -76,6 +78,8 @@ def run(kind: str, config_path: str | None, overrides: dict[str, str]) -> dict[s
     if "train" not in data:
         raise ValueError("[data] needs train = '<path to a JSONL file>'")
     tokenizer = build_tokenizer(config.get("tokenizer", {}))
+    # Seeded: every rank must build the same initial weights (each keeps its 1/N of them when sharded).
+    torch.manual_seed(args.seed)
     model = build_model(config.get("model", {}), tokenizer)
     trainer = trainer_cls(model, args=args, train_dataset=data["train"], eval_dataset=data.get("eval"),
                           processing_class=tokenizer)

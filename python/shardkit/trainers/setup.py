@@ -112,7 +112,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 def freeze_reference(model: torch.nn.Module, args: TrainingConfig) -> torch.nn.Module:
-    """A frozen, eval-mode reference model (sharded the same way once ``shard()`` exists)."""
+    """A frozen, eval-mode reference model (``PreferenceTrainer`` shards it like the policy on several ranks)."""
     if args.bf16:
         model = model.to(torch.bfloat16)
     model.eval()

@@ -66,8 +66,8 @@ class SFTTrainer(BaseTrainer):
         loss = -logps.sum() / max(count, 1)
         entropy, top1 = entropy_and_top1(logsm, batch["labels"])
         valid = int(mask.sum())
-        self.record("entropy", float((entropy * mask).sum()) / valid if valid else 0.0)
-        self.record("mean_token_accuracy", float((top1 & mask).sum()) / valid if valid else 0.0)
+        self.record("entropy", float((entropy * mask).sum()), valid, if_empty=0.0)
+        self.record("mean_token_accuracy", float((top1 & mask).sum()), valid, if_empty=0.0)
         return loss
 
 
