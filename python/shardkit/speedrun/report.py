@@ -93,6 +93,11 @@ def findings(state: dict) -> list[str]:
             out.append(f"DPO LOWERED exact match by {-change:.1%} ({em['sft']:.1%} -> {em['dpo']:.1%}).")
         else:
             out.append(f"DPO kept exact match at or above SFT's ({em['sft']:.1%} -> {em['dpo']:.1%}).")
+    ppl = {s: stages[s]["eval"]["perplexity"] for s in TRAINING_STAGES if s in stages}
+    if "sft" in ppl and ppl["sft"] > 2 * ppl["pretrain"]:
+        out.append(f"Prose perplexity rose from {ppl['pretrain']:.1f} to {ppl['sft']:.1f} after SFT: its data is "
+                   "arithmetic only, so the model forgets the corpus (catastrophic forgetting); mix pretraining "
+                   "text into the SFT data to keep it.")
     return out
 
 

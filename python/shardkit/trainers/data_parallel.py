@@ -28,7 +28,9 @@ def rank() -> int:
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    return hasattr(model, "_shardkit_fsdp")
+    """True when ``model`` is sharded over ranks (``shard()`` with a group; one process sharding alone is not)."""
+    state = getattr(model, "_shardkit_fsdp", None)
+    return state is not None and state.group is not None
 
 
 def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:

@@ -133,6 +133,9 @@ def reference_model(model: torch.nn.Module, ref_model: torch.nn.Module | None, a
         if ref_model is not None:
             disable_dropout(ref_model)
     if ref_model is None and not args.precompute_ref_log_probs:
+        if hasattr(model, "_shardkit_fsdp"):
+            raise ValueError("ref_model: the policy is already sharded, so it cannot be copied as the reference; "
+                             "pass ref_model (unsharded, or sharded like the policy) or precompute_ref_log_probs=True")
         ref_model = copy.deepcopy(model)
     return None if ref_model is None else freeze_reference(ref_model, args)
 
