@@ -164,6 +164,10 @@ def test_bad_configs_and_inputs_raise_clear_errors(tmp_path):
     tok = make_tokenizer()
     with pytest.raises(ValueError, match="loss_type"):
         DPOConfig(loss_type="nope")
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOConfig(loss_type=["sigmoid", "nope"])
+    with pytest.raises(ValueError, match="loss_weights"):
+        DPOConfig(loss_type=["sigmoid", "sft"], loss_weights=[1.0])
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         SFTConfig(gradient_accumulation_steps=0)
     with pytest.raises(TypeError, match="args must be a SFTConfig"):

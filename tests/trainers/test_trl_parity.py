@@ -83,12 +83,14 @@ def test_sft_conversational_messages_match_trl(tmp_path, assistant_only):
     assert_same_history(ours, theirs, ["loss", "grad_norm", "num_tokens", "mean_token_accuracy"])
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "robust"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "robust", ["sigmoid", "sft"]])
 def test_dpo_matches_trl(tmp_path, loss_type):
     tok = make_tokenizer()
     records = make_records("preference", 8, seed=1)
     model = make_llama(len(tok), seed=1)
     kw = dict(max_length=64, beta=0.1, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0)
+    if isinstance(loss_type, list):  # DPO plus the chosen answers' NLL, weighted
+        kw["loss_weights"] = [1.0, 0.5]
     ours = _ours(sk.DPOTrainer, sk.DPOConfig, copy.deepcopy(model), tok, records, tmp_path, **kw)
     theirs = _trl(trl.DPOTrainer, trl.DPOConfig, model, tok, records, tmp_path, **kw)
     assert_same_history(ours, theirs, ["loss", "grad_norm", "num_tokens", "rewards/chosen", "rewards/rejected",

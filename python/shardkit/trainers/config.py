@@ -146,20 +146,31 @@ class SFTConfig(TrainingConfig):
     assistant_only_loss: bool = _f(False, "train only on assistant turns (needs {% generation %} in the template)")
 
 
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "sft")
+
+
 @dataclass(kw_only=True)
 class DPOConfig(TrainingConfig):
     """Direct preference optimisation on preference records."""
 
     beta: float = _f(0.1, "strength of the KL penalty towards the reference model")
-    loss_type: str = _f("sigmoid", "sigmoid | ipo | hinge | robust")
+    loss_type: str | list[str] = _f("sigmoid", "sigmoid | ipo | hinge | robust | sft, or a list of them, summed "
+                                    "with loss_weights (['sigmoid', 'sft'] is DPO plus the chosen answers' NLL)")
+    loss_weights: list[float] | None = _f(None, "one weight per loss_type entry (default: 1 each)")
     label_smoothing: float = _f(0.0, "assumed label-flip probability of the robust loss")
     precompute_ref_log_probs: bool = _f(False, "compute reference log-probs once before training; hold no ref model")
     disable_dropout: bool = _f(True, "zero every dropout in the policy and reference (as TRL)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.loss_type not in ("sigmoid", "ipo", "hinge", "robust"):
-            raise ValueError(f"DPOConfig.loss_type must be sigmoid, ipo, hinge or robust, got {self.loss_type!r}")
+        types = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+        bad = [t for t in types if t not in DPO_LOSS_TYPES]
+        if not types or bad:
+            raise ValueError(f"DPOConfig.loss_type must be one of {DPO_LOSS_TYPES} or a non-empty list of them, "
+                             f"got {self.loss_type!r}")
+        if self.loss_weights is not None and len(self.loss_weights) != len(types):
+            raise ValueError(f"DPOConfig.loss_weights must have one weight per loss_type ({len(types)}), "
+                             f"got {self.loss_weights!r}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"DPOConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 

@@ -1,4 +1,4 @@
-"""``DPOTrainer``: direct preference optimisation (sigmoid, IPO, hinge, robust losses)."""
+"""``DPOTrainer``: direct preference optimisation (sigmoid, IPO, hinge, robust losses, plus an SFT term)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,18 @@ class DPOTrainer(PreferenceTrainer):
             ref_chosen, ref_rejected = self.reference_values(self.ref_model, batch)
         chosen_ratio, rejected_ratio = chosen_logps - ref_chosen, rejected_logps - ref_rejected
         chosen_len, rejected_len = completion_mask.sum(-1).float().chunk(2)
-        loss = dpo_losses(chosen_ratio, rejected_ratio, chosen_len, rejected_len, args.beta, args.loss_type,
-                          args.label_smoothing).mean()
+        types = [args.loss_type] if isinstance(args.loss_type, str) else args.loss_type
+        weights = args.loss_weights or [1.0] * len(types)
+        loss = 0.0
+        for loss_type, weight in zip(types, weights):
+            if loss_type == "sft":
+                # TRL's "sft" term: the mean NLL of this micro-batch's chosen completion tokens.
+                chosen_tok, chosen_mask = logps_tok.chunk(2)[0], mask.chunk(2)[0]
+                term = -(chosen_tok * chosen_mask).sum() / chosen_mask.sum().clamp(min=1)
+            else:
+                term = dpo_losses(chosen_ratio, rejected_ratio, chosen_len, rejected_len, args.beta, loss_type,
+                                  args.label_smoothing).mean()
+            loss = loss + weight * term
         self._record_metrics(logits, labels, mask, logsm, chosen_logps, rejected_logps, chosen_ratio, rejected_ratio)
         return loss
 
