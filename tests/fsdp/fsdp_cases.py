@@ -14,7 +14,10 @@ import copy
 import os
 from types import SimpleNamespace
 
+import tempfile
+
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from shardkit import comm, fsdp
@@ -73,12 +76,16 @@ def assert_params_match(sharded: nn.Module, ref: nn.Module, tol: float, what: st
 
 
 def train_and_compare(rank, world, strategy, optim, units=(Block,), model_fn=tiny_gpt, steps=STEPS,
-                      accumulate=1, clip=None, freeze=()):
+                      accumulate=1, clip=None, freeze=(), sharded_fn=None):
+    """``sharded_fn()``, if given, builds the sharded model (default: ``shard()`` of a copy of ``model_fn()``)."""
     ref = model_fn()
     for name, p in ref.named_parameters():
         if any(name.startswith(f) for f in freeze):
             p.requires_grad_(False)
-    sharded = fsdp.shard(copy.deepcopy(ref), units=list(units) if units else None, strategy=strategy)
+    if sharded_fn is not None:
+        sharded = sharded_fn()
+    else:
+        sharded = fsdp.shard(copy.deepcopy(ref), units=list(units) if units else None, strategy=strategy)
     opt, ref_opt = make_optimizers(optim, sharded, ref)
     what = f"{strategy}/{optim}/world {world}"
     for step in range(steps):
@@ -116,11 +123,14 @@ def join(threads: int = 1) -> None:
     comm.init()
 
 
-def run_parity(rank, world):
+SINGLE_HOST_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")  # HYBRID on one host is FULL_SHARD
+
+
+def run_parity(rank, world, strategies=SINGLE_HOST_STRATEGIES):
     """Every strategy with AdamW and with SGD (which does not hide gradient-scaling bugs)."""
     join()
     done = []
-    for strategy in fsdp.STRATEGIES:
+    for strategy in strategies:
         for optim in ("adamw", "sgd"):
             done.append(train_and_compare(rank, world, strategy, optim))
     return len(done)
@@ -149,7 +159,7 @@ def run_features(rank, world):
     train_and_compare(rank, world, "FULL_SHARD", "adamw", steps=4, freeze=("embed_tokens", "layers.0.mlp"))
     train_and_compare(rank, world, "FULL_SHARD", "sgd", units=(nn.Embedding, nn.Sequential),
                       model_fn=TiedAcrossUnits, steps=4)
-    for strategy in fsdp.STRATEGIES:
+    for strategy in SINGLE_HOST_STRATEGIES:
         train_and_compare(rank, world, strategy, "sgd", steps=3, accumulate=2)
         train_and_compare(rank, world, strategy, "adamw", steps=3, clip=0.05)
     return True
@@ -286,11 +296,11 @@ def _train_steps(model, opt, rank, world, steps, first_step):
     return losses
 
 
-def run_sharded_checkpoint(rank, world, directory, phase, optim):
+def run_sharded_checkpoint(rank, world, directory, phase, optim, strategy="FULL_SHARD"):
     """phase "save": train 3 steps, checkpoint, train 3 more (the uninterrupted run);
     phase "resume": load the checkpoint into a fresh model and train the same 3 steps."""
     join()
-    model = fsdp.shard(tiny_gpt(seed=11 if phase == "save" else 12), units=[Block])
+    model = fsdp.shard(tiny_gpt(seed=11 if phase == "save" else 12), units=[Block], strategy=strategy)
     opt = FusedAdamW(model.parameters(), lr=ADAM_LR) if optim == "adamw" else FusedSGD(model.parameters(), lr=0.2, momentum=0.9)
     if phase == "save":
         _train_steps(model, opt, rank, world, 3, 0)
@@ -356,3 +366,42 @@ def run_sft_trainer(rank, world, output_dir):
     assert fsdp.get_state(trainer.model).strategy == "FULL_SHARD"
     full = fsdp.full_state_dict(trainer.model, rank0_only=False)
     return history, {k: v.numpy() for k, v in full.items()}
+
+
+# ---- HYBRID (simulated hosts: SHARDKIT_HOST_ID per rank) -------------------------
+
+
+def run_hybrid(rank, world):
+    """HYBRID against single-process training (AdamW, SGD, clipping), then its full state loaded as FULL_SHARD."""
+    join()
+    group = comm.get_group()
+    hosts, per_host = group.topology.num_hosts, group.local_world_size
+    done = [train_and_compare(rank, world, "HYBRID", optim) for optim in ("adamw", "sgd")]
+    # The gradient norm counts each element once, not once per host.
+    done.append(train_and_compare(rank, world, "HYBRID", "adamw", steps=3, clip=0.05))
+    model = fsdp.shard(tiny_gpt(seed=5), units=[Block], strategy="HYBRID")
+    state = fsdp.get_state(model)
+    assert state.shard_world_size == per_host and state.replica_index == group.host_index
+    assert [p.numel() for p in model.parameters()] == [g.shard_numel for g in state.groups]
+    assert all(g.shard_world == per_host and g.num_replicas == hosts for g in state.groups)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "full.safetensors") if rank == 0 else None
+        paths = [path]
+        dist.broadcast_object_list(paths, src=0)
+        fsdp.save_full_state_dict(model, paths[0])
+        comm.barrier()
+        flat = fsdp.shard(tiny_gpt(seed=6), units=[Block], strategy="FULL_SHARD")
+        fsdp.load_full_state_dict(flat, paths[0])
+        assert_params_match(flat, tiny_gpt(seed=5), 0.0, "HYBRID full state loaded as FULL_SHARD")
+        comm.barrier()  # rank 0 removes the directory only once everyone has read it
+    return len(done)
+
+
+def run_hybrid_unequal_hosts(rank, world):
+    join()
+    try:
+        fsdp.shard(tiny_gpt(), units=[Block], strategy="HYBRID")
+    except ValueError as exc:
+        assert "same number of ranks on every host" in str(exc) and "[2, 1]" in str(exc), exc
+        return True
+    raise AssertionError("HYBRID over hosts of 2 and 1 ranks did not raise")

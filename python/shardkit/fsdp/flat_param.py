@@ -18,6 +18,7 @@ again refills the same storage, so those views see the parameters again.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from shardkit import comm
@@ -32,9 +33,11 @@ class FlatGroup:
         sharded: False for NO_SHARD (every rank keeps the whole buffer and all-reduces gradients).
         param_dtype: compute dtype of the gathered parameters (None: the parameters' dtype).
         reduce_dtype: dtype gradients are reduced in (None: the compute dtype).
+        replicas: HYBRID only: the ``torch.distributed`` group of the ranks on other
+            hosts that hold the same shard (one per host); None otherwise.
     """
 
-    def __init__(self, entries, *, group, sharded: bool, param_dtype, reduce_dtype) -> None:
+    def __init__(self, entries, *, group, sharded: bool, param_dtype, reduce_dtype, replicas=None) -> None:
         params = [p for p, _ in entries]
         dtypes = {p.dtype for p in params}
         if len(dtypes) != 1:
@@ -49,6 +52,8 @@ class FlatGroup:
         self.shapes = [p.shape for p in params]
         self.numels = [p.numel() for p in params]
         self.group = group
+        self.replicas = replicas
+        self.num_replicas = dist.get_world_size(replicas) if replicas is not None else 1
         self.world = group.world_size if group is not None else 1
         self.rank = group.rank if group is not None else 0
         self.shard_world = self.world if sharded else 1
@@ -72,7 +77,8 @@ class FlatGroup:
             self.full = flat.to(self.compute_dtype).requires_grad_(self.trainable)
         self.stale = False  # True: full does not hold the shards' current values
         self.gathering = None  # Work of a prefetch all-gather in flight
-        self.pending: list = []  # (work, reduced gradient) of gradient reductions in flight
+        self.pending: list = []  # (work, reduced gradient, its input) of gradient reductions in flight
+        self.replica_pending: list = []  # (torch.distributed work, reduced gradient) of cross-host all-reduces
 
     # ---- parameters --------------------------------------------------------
 
@@ -147,9 +153,28 @@ class FlatGroup:
                 work = comm.all_reduce(grad, "avg", group=self.group, async_op=True)
             self.pending.append((work, grad, None))
 
+    def reduce_across_replicas(self) -> None:
+        """HYBRID: once the in-host reductions are done, start summing their results over the hosts.
+
+        The in-host reduction averaged over the host's ranks; dividing the
+        cross-host sum by the number of hosts makes it the average over all ranks.
+        """
+        if self.replicas is None:
+            return
+        for work, reduced, _ in self.pending:
+            if work is not None:
+                work.wait()
+            self.replica_pending.append((dist.all_reduce(reduced, group=self.replicas, async_op=True), reduced))
+        self.pending.clear()
+
     def finish_grad(self) -> None:
         """Wait for the reductions and accumulate them into ``shard.grad``."""
-        for work, reduced, _ in self.pending:
+        done = [(work, reduced) for work, reduced, _ in self.pending]
+        for work, reduced in self.replica_pending:
+            work.wait()
+            reduced.div_(self.num_replicas)
+            done.append((None, reduced))
+        for work, reduced in done:
             if work is not None:
                 work.wait()
             reduced = reduced.to(self.dtype) if reduced.dtype != self.dtype else reduced
@@ -158,6 +183,7 @@ class FlatGroup:
             else:
                 self.shard.grad.add_(reduced)
         self.pending.clear()
+        self.replica_pending.clear()
 
     def full_values(self) -> torch.Tensor:
         """(padded,) every rank's shard gathered, in the shard's dtype; a collective."""
