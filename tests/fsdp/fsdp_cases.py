@@ -19,6 +19,9 @@ import tempfile
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from shardkit import comm, fsdp
 from shardkit.models import GPT
@@ -405,3 +408,83 @@ def run_hybrid_unequal_hosts(rank, world):
         assert "same number of ranks on every host" in str(exc) and "[2, 1]" in str(exc), exc
         return True
     raise AssertionError("HYBRID over hosts of 2 and 1 ranks did not raise")
+
+
+# ---- meta-device initialisation -------------------------------------------------
+
+META_SEED = 21
+META_LAYERS = 6  # enough blocks that one unit is small next to the model
+
+
+class LiveStorageBytes(TorchDispatchMode):
+    """Peak bytes of the CPU storages that tensor ops under it produced and that were alive at once.
+
+    Checked after every op, so a buffer freed in place (``resize_(0)``) stops
+    counting at the next op; storages created before entering are not counted.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.refs: dict[int, StorageWeakRef] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                known = self.refs.get(storage._cdata)
+                if known is None or known.expired():
+                    self.refs[storage._cdata] = StorageWeakRef(storage)
+        self.peak = max(self.peak, self.live_bytes())
+        return out
+
+    def live_bytes(self) -> int:
+        total = 0
+        for key, ref in list(self.refs.items()):
+            if ref.expired():
+                del self.refs[key]
+            else:
+                total += torch.UntypedStorage._new_with_weak_ptr(ref.cdata).nbytes()
+        return total
+
+
+def meta_reference(layers=META_LAYERS) -> GPT:
+    """A CPU-built GPT re-initialised unit by unit, as shard() initialises a meta-built one."""
+    ref = tiny_gpt(num_layers=layers)
+    return fsdp.initialize_units(ref, units=[Block], seed=META_SEED, param_init_fn=ref.init_weights)
+
+
+def shard_meta_gpt(strategy="FULL_SHARD", layers=META_LAYERS):
+    """``(sharded model, peak bytes live during shard())`` of a GPT built on the meta device."""
+    with torch.device("meta"):
+        model = tiny_gpt(num_layers=layers)
+    with LiveStorageBytes() as live:
+        model = fsdp.shard(model, units=[Block], strategy=strategy, seed=META_SEED, param_init_fn=model.init_weights)
+    return model, live.peak
+
+
+def run_meta_init(rank, world):
+    """A meta-built GPT: the values of the CPU-built reference, never the whole model in memory, and it trains."""
+    join()
+    sharded, peak = shard_meta_gpt()
+    ref = meta_reference()
+    cpu_sharded = fsdp.shard(copy.deepcopy(ref), units=[Block])
+    ours, theirs = fsdp.full_state_dict(sharded, rank0_only=False), fsdp.full_state_dict(cpu_sharded, rank0_only=False)
+    for name, value in ref.state_dict().items():
+        assert torch.equal(ours[name], value) and torch.equal(theirs[name], value), name
+    assert torch.equal(sharded.rotary.inv_freq, ref.rotary.inv_freq)  # a non-persistent buffer, recomputed
+    # Memory: the shards, plus one unit's parameters and its flat copy while it is cut; never the whole model.
+    model_bytes = sum(p.numel() * p.element_size() for p in ref.parameters())
+    block_bytes = sum(p.numel() * p.element_size() for p in ref.layers[0].parameters())
+    root_bytes = model_bytes - META_LAYERS * block_bytes
+    shard_bytes = sum(p.numel() * p.element_size() for p in sharded.parameters())
+    bound = shard_bytes + 2 * max(block_bytes, root_bytes) + 4096  # 4 KiB: RNG states, bool masks of the NaN check
+    assert peak <= bound, f"peak {peak} B during shard() > shards {shard_bytes} + 2 units"
+    assert peak < model_bytes, f"peak {peak} B during shard() is not below the model's {model_bytes} B"
+    # SGD: Adam would turn rounding-level gradient differences of a 6-block model into visible ones.
+    train_and_compare(rank, world, "FULL_SHARD", "sgd", model_fn=meta_reference, steps=6,
+                      sharded_fn=lambda: shard_meta_gpt()[0])
+    train_and_compare(rank, world, "SHARD_GRAD_OP", "sgd", model_fn=meta_reference, steps=6,
+                      sharded_fn=lambda: shard_meta_gpt("SHARD_GRAD_OP")[0])
+    return peak, model_bytes
