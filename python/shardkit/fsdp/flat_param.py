@@ -153,6 +153,18 @@ class FlatGroup:
                 work = comm.all_reduce(grad, "avg", group=self.group, async_op=True)
             self.pending.append((work, grad, None))
 
+    def release_reduced_inputs(self) -> None:
+        """Wait for this group's reduce-scatters and drop their full-gradient inputs.
+
+        Called when the next unit's reduction starts, so at most two units'
+        full gradients (one accumulating, one being reduced) exist at a time
+        instead of every unit's until the end of backward.
+        """
+        for i, (work, reduced, inp) in enumerate(self.pending):
+            if inp is not None:
+                work.wait()
+                self.pending[i] = (work, reduced, None)
+
     def reduce_across_replicas(self) -> None:
         """HYBRID: once the in-host reductions are done, start summing their results over the hosts.
 

@@ -85,6 +85,7 @@ class ShardState:
         self.shard_group = shard_group
         self.sync = True  # False inside no_sync(): gradients accumulate unreduced
         self.in_backward = False
+        self.last_reduced: FlatGroup | None = None  # the group whose gradient reduction started last
         # Units in the order their forwards ran: this iteration's, and the last
         # complete one's, which says whose all-gather to prefetch next.
         self.order: list[_Unit] = []
@@ -163,7 +164,10 @@ class ShardState:
     def post_accumulate(self, group: FlatGroup) -> None:
         self._enter_backward()
         if self.sync:
+            if self.last_reduced is not None:
+                self.last_reduced.release_reduced_inputs()
             group.reduce_grad()
+            self.last_reduced = group
         if self.strategy != "NO_SHARD":
             group.reshard()
 
@@ -179,6 +183,7 @@ class ShardState:
             g.finish_grad()
             g.reshard()
         self.in_backward = False
+        self.last_reduced = None
         self.last_order = self.order
 
 
