@@ -375,13 +375,15 @@ def run_sft_trainer(rank, world, output_dir):
 
 
 def run_hybrid(rank, world):
-    """HYBRID against single-process training (AdamW, SGD, clipping), then its full state loaded as FULL_SHARD."""
+    """HYBRID against single-process training (AdamW, SGD, clipping, no_sync), then its full state loaded as FULL_SHARD."""
     join()
     group = comm.get_group()
     hosts, per_host = group.topology.num_hosts, group.local_world_size
     done = [train_and_compare(rank, world, "HYBRID", optim) for optim in ("adamw", "sgd")]
     # The gradient norm counts each element once, not once per host.
     done.append(train_and_compare(rank, world, "HYBRID", "adamw", steps=3, clip=0.05))
+    # no_sync accumulation: the in-host and cross-host reductions both wait for the last micro-batch.
+    done.append(train_and_compare(rank, world, "HYBRID", "sgd", steps=3, accumulate=2))
     model = fsdp.shard(tiny_gpt(seed=5), units=[Block], strategy="HYBRID")
     state = fsdp.get_state(model)
     assert state.shard_world_size == per_host and state.replica_index == group.host_index

@@ -21,7 +21,7 @@ def test_hybrid_matches_single_process(layout):
     # 2 x 2 with interleaved ranks (host a holds ranks 0 and 2): the shard
     # and replica groups must follow the topology, not blocks of global ranks.
     # 2 x 1: pure replication (every rank holds everything, gradients all-reduced across hosts).
-    assert spawn(fsdp_cases.run_hybrid, len(layout), rank_env=hosts(*layout), timeout=170) == [3] * len(layout)
+    assert spawn(fsdp_cases.run_hybrid, len(layout), rank_env=hosts(*layout), timeout=170) == [4] * len(layout)
 
 
 def test_hosts_of_unequal_size_are_refused():
