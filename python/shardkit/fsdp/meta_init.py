@@ -83,12 +83,10 @@ def _others_as_placeholders(modules, path: str, registrations):
     """Inside, every parameter of ``modules`` owned by a unit other than ``path`` is a meta tensor."""
     stashed = []
     for module in modules:
-        for attr in list(module._parameters) + [a for a in vars(module) if (id(module), a) in registrations]:
-            entry = registrations.get((id(module), attr))
-            if entry is None or entry[0] == path or any(m is module and a == attr for m, a, _, _ in stashed):
+        for (owner, attr), (unit, shape, dtype, requires_grad) in registrations.items():
+            if owner != id(module) or unit == path:
                 continue
             stashed.append((module, attr, module._parameters.get(attr), module.__dict__.pop(attr, None)))
-            _, shape, dtype, requires_grad = entry
             module._parameters[attr] = nn.Parameter(torch.empty(shape, dtype=dtype, device="meta"),
                                                     requires_grad=requires_grad)
     try:
@@ -117,7 +115,8 @@ def _init_modules(model: nn.Module, path: str, unit_paths: list[str], entries) -
 
 def _initialise(model, path, index, unit_paths, entries, registrations, *, seed, param_init_fn, materialized) -> None:
     modules = _init_modules(model, path, unit_paths, entries)
-    with _others_as_placeholders([m for _, m in modules], path, registrations), torch.random.fork_rng(devices=[]):
+    placeholders = _others_as_placeholders([m for _, m in modules], path, registrations)
+    with placeholders, torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(unit_seed(seed, index))
         for name, module in modules:
             if param_init_fn is not None:
@@ -125,7 +124,9 @@ def _initialise(model, path, index, unit_paths, entries, registrations, *, seed,
             elif callable(getattr(module, "reset_parameters", None)):
                 module.reset_parameters()
             elif materialized:
-                held = [n for n, p in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
+                # The first parameter of this unit it holds (the others are placeholders), or else a buffer.
+                held = [n for n, _ in module.named_parameters(recurse=False) if registrations[(id(module), n)][0] == path]
+                held += [n for n, _ in module.named_buffers(recurse=False)]
                 first = f"{name}.{held[0]}" if name else held[0]
                 raise ValueError(f"model: {first!r} is on the meta device and would stay uninitialised: "
                                  f"{type(module).__name__} has no reset_parameters(); pass shard(..., param_init_fn=fn) "
@@ -188,8 +189,7 @@ def initialize_units(model: nn.Module, *, units=None, seed: int = 0,
     unit_paths = select_units(model, units)
     owned = assign_parameters(model, unit_paths)
     registrations = _registrations(owned)
-    with torch.no_grad():
-        for index, path in enumerate(unit_paths):
-            _initialise(model, path, index, unit_paths, owned[path], registrations,
-                        seed=seed, param_init_fn=param_init_fn, materialized=False)
+    for index, path in enumerate(unit_paths):
+        _initialise(model, path, index, unit_paths, owned[path], registrations,
+                    seed=seed, param_init_fn=param_init_fn, materialized=False)
     return model
