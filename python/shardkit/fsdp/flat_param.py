@@ -153,31 +153,26 @@ class FlatGroup:
                 work = comm.all_reduce(grad, "avg", group=self.group, async_op=True)
             self.pending.append((work, grad, None))
 
-    def release_reduced_inputs(self) -> None:
-        """Wait for this group's reduce-scatters and drop their full-gradient inputs.
+    def settle_in_host(self) -> None:
+        """Wait for this group's in-host reductions and drop their full-gradient inputs;
+        under HYBRID, start summing their results over the hosts.
 
-        Called when the next unit's reduction starts, so at most two units'
-        full gradients (one accumulating, one being reduced) exist at a time
-        instead of every unit's until the end of backward.
+        Called when the next unit's reduction starts (and at the end of
+        backward), so at most two units' full gradients exist at a time (one
+        accumulating, one being reduced) and the cross-host all-reduce of a
+        unit overlaps the backward of the units after it. The in-host
+        reduction averaged over the host's ranks; ``finish_grad`` divides the
+        cross-host sum by the number of hosts, so the result is the average over all ranks.
         """
-        for i, (work, reduced, inp) in enumerate(self.pending):
-            if inp is not None:
-                work.wait()
-                self.pending[i] = (work, reduced, None)
-
-    def reduce_across_replicas(self) -> None:
-        """HYBRID: once the in-host reductions are done, start summing their results over the hosts.
-
-        The in-host reduction averaged over the host's ranks; dividing the
-        cross-host sum by the number of hosts makes it the average over all ranks.
-        """
-        if self.replicas is None:
-            return
+        kept = []
         for work, reduced, _ in self.pending:
             if work is not None:
                 work.wait()
-            self.replica_pending.append((dist.all_reduce(reduced, group=self.replicas, async_op=True), reduced))
-        self.pending.clear()
+            if self.replicas is not None:
+                self.replica_pending.append((dist.all_reduce(reduced, group=self.replicas, async_op=True), reduced))
+            else:
+                kept.append((None, reduced, None))
+        self.pending = kept
 
     def finish_grad(self) -> None:
         """Wait for the reductions and accumulate them into ``shard.grad``."""

@@ -51,17 +51,14 @@ def is_meta_model(model: nn.Module) -> bool:
     return meta_params or bool(meta_buffers)
 
 
-def _check_init_fn(param_init_fn) -> None:
+def check_init_args(param_init_fn, seed) -> None:
     if param_init_fn is not None and not callable(param_init_fn):
         raise TypeError(f"param_init_fn: expected a callable module -> None, got {type(param_init_fn).__name__}")
-
-
-def _check_seed(seed) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an int, got {seed!r}")
 
 
-def _registrations(owned) -> dict[tuple[int, str], tuple[str, torch.Size, torch.dtype, bool]]:
+def parameter_registrations(owned) -> dict[tuple[int, str], tuple[str, torch.Size, torch.dtype, bool]]:
     """``{(id(module), attr): (owning unit, shape, dtype, requires_grad)}`` for every parameter registration."""
     out = {}
     for path, entries in owned.items():
@@ -182,13 +179,12 @@ def initialize_units(model: nn.Module, *, units=None, seed: int = 0,
     ``shard(..., seed=seed, param_init_fn=param_init_fn)`` starts from, which
     makes it the unsharded reference of such a run. Returns ``model``.
     """
-    _check_init_fn(param_init_fn)
-    _check_seed(seed)
+    check_init_args(param_init_fn, seed)
     if is_meta_model(model):
         raise ValueError("model: initialize_units re-initialises a CPU model; pass a meta-device model to shard()")
     unit_paths = select_units(model, units)
     owned = assign_parameters(model, unit_paths)
-    registrations = _registrations(owned)
+    registrations = parameter_registrations(owned)
     for index, path in enumerate(unit_paths):
         _initialise(model, path, index, unit_paths, owned[path], registrations,
                     seed=seed, param_init_fn=param_init_fn, materialized=False)

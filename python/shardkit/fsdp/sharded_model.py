@@ -13,8 +13,9 @@ The schedule, per unit (see ``flat_param.FlatGroup`` for the buffers):
   parameters are freed; a callback at the end of backward waits for the
   reductions and frees what is left (frozen groups).
 
-HYBRID runs the FULL_SHARD schedule inside each host (``hybrid.py``) and,
-at the end of backward, all-reduces each reduced gradient shard across hosts.
+HYBRID runs the FULL_SHARD schedule inside each host (``hybrid.py``); once a
+unit's reduce-scatter is done (checked when the next unit's starts, and at
+the end of backward) its gradient shard is all-reduced across hosts.
 
 With one rank the same hooks run; gathers become copies and reductions vanish.
 """
@@ -34,7 +35,7 @@ from torch.utils._pytree import tree_map
 from shardkit import comm
 from shardkit.fsdp.flat_param import FlatGroup
 from shardkit.fsdp.hybrid import hybrid_groups
-from shardkit.fsdp.meta_init import _check_init_fn, _check_seed, _registrations, is_meta_model, materialize_unit
+from shardkit.fsdp.meta_init import check_init_args, is_meta_model, materialize_unit, parameter_registrations
 from shardkit.fsdp.units import assign_parameters, select_units
 
 STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID")
@@ -165,7 +166,7 @@ class ShardState:
         self._enter_backward()
         if self.sync:
             if self.last_reduced is not None:
-                self.last_reduced.release_reduced_inputs()
+                self.last_reduced.settle_in_host()
             group.reduce_grad()
             self.last_reduced = group
         if self.strategy != "NO_SHARD":
@@ -178,7 +179,7 @@ class ShardState:
 
     def _end_backward(self) -> None:
         for g in self.groups:  # HYBRID: every group's cross-host all-reduce in flight before waiting for any
-            g.reduce_across_replicas()
+            g.settle_in_host()
         for g in self.groups:
             g.finish_grad()
             g.reshard()
@@ -276,8 +277,7 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
         mixed_precision = MixedPrecision()
     if not isinstance(mixed_precision, MixedPrecision):
         raise TypeError(f"mixed_precision: expected a shardkit.fsdp.MixedPrecision, got {type(mixed_precision).__name__}")
-    _check_init_fn(param_init_fn)
-    _check_seed(seed)
+    check_init_args(param_init_fn, seed)
     if group is None:
         group = _default_group()
     elif not isinstance(group, comm.Group):
@@ -287,7 +287,7 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
     unit_paths = select_units(model, units)
     owned = assign_parameters(model, unit_paths)
     meta = is_meta_model(model)
-    registrations = _registrations(owned) if meta else {}
+    registrations = parameter_registrations(owned) if meta else {}
     modules = dict(model.named_modules())
     built: list[_Unit] = []
     for index, path in enumerate(unit_paths):
