@@ -43,3 +43,10 @@ def test_hybrid_checkpoints_load_as_full_shard_and_back(tmp_path, saved, loaded)
     assert max(abs(a - b) for a, b in zip(resumed_losses, losses)) <= fsdp_cases.TOL
     for name, value in params.items():
         assert abs(resumed_params[name] - value).max() <= fsdp_cases.TOL, name
+
+
+def test_full_shard_across_simulated_hosts_matches_single_process():
+    # Over hosts the all-gather takes comm's cross-host path, whose writes (torch
+    # ops on the comm thread) must not invalidate the views saved for backward.
+    assert spawn(fsdp_cases.run_parity, 2, args=(("FULL_SHARD", "SHARD_GRAD_OP"),), rank_env=hosts("a", "b"),
+                 timeout=150) == [4, 4]

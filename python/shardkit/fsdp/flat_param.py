@@ -108,10 +108,13 @@ class FlatGroup:
         storage = self.full.untyped_storage()
         if storage.size() == 0:
             storage.resize_(self.padded_numel * self.full.element_size())
-        # Writes must not bump the version counter: views saved for backward
-        # by an earlier forward point at this storage and are still valid.
-        with torch.no_grad(), torch.autograd._unsafe_preserve_version_counter(self.full):
-            out = self.full.detach()
+        # Writes must not bump full's version counter: views saved for backward
+        # by an earlier forward point at this storage and are still valid. So
+        # they go through a second tensor on the same storage with a version
+        # counter of its own (the cross-host all-gather writes it with torch
+        # ops on the comm thread, after this returns).
+        with torch.no_grad():
+            out = torch.empty(0, dtype=self.full.dtype).set_(storage, 0, (self.padded_numel,))
             m = self.shard_numel
             own = out[self.rank * m : (self.rank + 1) * m] if self.shard_world > 1 else out
             own.copy_(self.shard.detach())
