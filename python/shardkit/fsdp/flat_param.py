@@ -168,7 +168,10 @@ class FlatGroup:
         cross-host sum by the number of hosts, so the result is the average over all ranks.
         """
         kept = []
-        for work, reduced, _ in self.pending:
+        for work, reduced, inp in self.pending:
+            if inp is None and self.replicas is None:
+                kept.append((work, reduced, None))  # an in-place all-reduce (NO_SHARD): finish_grad waits for it
+                continue
             if work is not None:
                 work.wait()
             if self.replicas is not None:
