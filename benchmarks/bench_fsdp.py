@@ -1,6 +1,6 @@
 """Step time of shardkit.fsdp against torch DDP and FSDP2 (``fully_shard``), side by side.
 
-``python -m benchmarks.bench_fsdp [--steps 6] [--batch 4] [--seq 256] [--out benchmarks/out/fsdp.json]``
+``python -m benchmarks.bench_fsdp [--steps 6] [--batch 4] [--seq 256] [--hosts 2] [--out benchmarks/out/fsdp.json]``
 
 A GPT of about 33.6M parameters (the ANCHORS.md setting), 2 ranks x 1 thread,
 fp32, AdamW. Every rank holds all four setups built from the same weights and
@@ -8,6 +8,11 @@ steps them round-robin (interleaved), so noise from other processes hits all
 alike; the single-process run on 2 threads uses the same global batch. Also
 reported: per-rank parameter + gradient + optimizer bytes against 16 bytes x
 parameters / world (fp32 AdamW), i.e. the padding overhead.
+
+``--hosts H`` simulates H hosts (``SHARDKIT_HOST_ID``, world / H ranks each)
+and adds shardkit HYBRID against torch HSDP (``fully_shard`` on a 2-D
+(replicate, shard) mesh); the other setups then also run over the
+simulated hosts (the collectives take the cross-host path).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ def _state_bytes(params, optimizer) -> int:
     return total
 
 
-def _rank(rank, world, steps, batch, seq):
+def _rank(rank, world, steps, batch, seq, hosts):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
@@ -60,9 +65,10 @@ def _rank(rank, world, steps, batch, seq):
     comm.init()
     base = _model()
     setups = {}
-    for name, strategy in (("shardkit FULL_SHARD", "FULL_SHARD"), ("shardkit NO_SHARD", "NO_SHARD")):
+    strategies = ["FULL_SHARD", "NO_SHARD"] + (["HYBRID"] if hosts > 1 else [])
+    for strategy in strategies:
         m = fsdp.shard(copy.deepcopy(base), units=[Block], strategy=strategy)
-        setups[name] = (m, FusedAdamW(m.parameters(), lr=1e-4))
+        setups[f"shardkit {strategy}"] = (m, FusedAdamW(m.parameters(), lr=1e-4))
     ddp = DistributedDataParallel(copy.deepcopy(base))
     setups["torch DDP"] = (ddp, torch.optim.AdamW(ddp.parameters(), lr=1e-4, fused=True))
     f2 = copy.deepcopy(base)
@@ -71,6 +77,13 @@ def _rank(rank, world, steps, batch, seq):
         fully_shard(block, mesh=mesh)
     fully_shard(f2, mesh=mesh)
     setups["torch FSDP2"] = (f2, torch.optim.AdamW(f2.parameters(), lr=1e-4))
+    if hosts > 1:
+        hsdp = copy.deepcopy(base)
+        mesh_2d = init_device_mesh("cpu", (hosts, world // hosts), mesh_dim_names=("replicate", "shard"))
+        for block in hsdp.layers:
+            fully_shard(block, mesh=mesh_2d)
+        fully_shard(hsdp, mesh=mesh_2d)
+        setups["torch HSDP"] = (hsdp, torch.optim.AdamW(hsdp.parameters(), lr=1e-4))
     del base
     times = {name: [] for name in setups}
     for step in range(steps + 1):  # step 0 warms up
@@ -116,13 +129,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4, help="rows per rank")
     parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--hosts", type=int, default=1, help="simulated hosts; > 1 adds HYBRID vs torch HSDP")
     parser.add_argument("--out", default="benchmarks/out/fsdp.json")
     args = parser.parse_args(argv)
     from shardkit.testing import spawn
 
     world = 2
+    if args.hosts < 1 or world % args.hosts:
+        parser.error(f"--hosts: expected a divisor of the world size {world}, got {args.hosts}")
+    rank_env = (lambda r: {"SHARDKIT_HOST_ID": f"host{r * args.hosts // world}"}) if args.hosts > 1 else None
     single = _single(args.steps, args.batch, args.seq, world)
-    ranks = spawn(_rank, world, args=(args.steps, args.batch, args.seq), timeout=3000)
+    ranks = spawn(_rank, world, args=(args.steps, args.batch, args.seq, args.hosts), timeout=3000, rank_env=rank_env)
     single += _single(args.steps, args.batch, args.seq, world)  # before and after: drift shows up in both
     med = {name: statistics.median(t) for name, t in ranks[0]["times"].items()}
     med["single process, 2 threads"] = statistics.median(single)
@@ -131,8 +148,10 @@ def main(argv=None) -> dict:
         "machine": machine_info(), "note": "2 shared cores (other jobs ran at the same time); compare ratios",
         "params": n, "world": world, "batch_per_rank": args.batch, "seq": args.seq,
         "median_step_s": med,
+        "hosts": args.hosts,
         "ratios": {"FULL_SHARD / FSDP2": med["shardkit FULL_SHARD"] / med["torch FSDP2"],
-                   "NO_SHARD / DDP": med["shardkit NO_SHARD"] / med["torch DDP"]},
+                   "NO_SHARD / DDP": med["shardkit NO_SHARD"] / med["torch DDP"],
+                   **({"HYBRID / HSDP": med["shardkit HYBRID"] / med["torch HSDP"]} if args.hosts > 1 else {})},
         "state_bytes_per_rank": ranks[0]["state_bytes"],
         "state_bytes_over_16psi_per_n": ranks[0]["state_bytes"] / (16 * n / world),
         "padding_fraction": ranks[0]["padding"],

@@ -14,8 +14,14 @@ import copy
 import os
 from types import SimpleNamespace
 
+import tempfile
+
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from shardkit import comm, fsdp
 from shardkit.models import GPT
@@ -73,12 +79,16 @@ def assert_params_match(sharded: nn.Module, ref: nn.Module, tol: float, what: st
 
 
 def train_and_compare(rank, world, strategy, optim, units=(Block,), model_fn=tiny_gpt, steps=STEPS,
-                      accumulate=1, clip=None, freeze=()):
+                      accumulate=1, clip=None, freeze=(), sharded_fn=None):
+    """``sharded_fn()``, if given, builds the sharded model (default: ``shard()`` of a copy of ``model_fn()``)."""
     ref = model_fn()
     for name, p in ref.named_parameters():
         if any(name.startswith(f) for f in freeze):
             p.requires_grad_(False)
-    sharded = fsdp.shard(copy.deepcopy(ref), units=list(units) if units else None, strategy=strategy)
+    if sharded_fn is not None:
+        sharded = sharded_fn()
+    else:
+        sharded = fsdp.shard(copy.deepcopy(ref), units=list(units) if units else None, strategy=strategy)
     opt, ref_opt = make_optimizers(optim, sharded, ref)
     what = f"{strategy}/{optim}/world {world}"
     for step in range(steps):
@@ -116,11 +126,14 @@ def join(threads: int = 1) -> None:
     comm.init()
 
 
-def run_parity(rank, world):
+SINGLE_HOST_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")  # HYBRID on one host is FULL_SHARD
+
+
+def run_parity(rank, world, strategies=SINGLE_HOST_STRATEGIES):
     """Every strategy with AdamW and with SGD (which does not hide gradient-scaling bugs)."""
     join()
     done = []
-    for strategy in fsdp.STRATEGIES:
+    for strategy in strategies:
         for optim in ("adamw", "sgd"):
             done.append(train_and_compare(rank, world, strategy, optim))
     return len(done)
@@ -149,7 +162,7 @@ def run_features(rank, world):
     train_and_compare(rank, world, "FULL_SHARD", "adamw", steps=4, freeze=("embed_tokens", "layers.0.mlp"))
     train_and_compare(rank, world, "FULL_SHARD", "sgd", units=(nn.Embedding, nn.Sequential),
                       model_fn=TiedAcrossUnits, steps=4)
-    for strategy in fsdp.STRATEGIES:
+    for strategy in SINGLE_HOST_STRATEGIES:
         train_and_compare(rank, world, strategy, "sgd", steps=3, accumulate=2)
         train_and_compare(rank, world, strategy, "adamw", steps=3, clip=0.05)
     return True
@@ -287,11 +300,11 @@ def _train_steps(model, opt, rank, world, steps, first_step):
     return losses
 
 
-def run_sharded_checkpoint(rank, world, directory, phase, optim):
+def run_sharded_checkpoint(rank, world, directory, phase, optim, strategy="FULL_SHARD"):
     """phase "save": train 3 steps, checkpoint, train 3 more (the uninterrupted run);
     phase "resume": load the checkpoint into a fresh model and train the same 3 steps."""
     join()
-    model = fsdp.shard(tiny_gpt(seed=11 if phase == "save" else 12), units=[Block])
+    model = fsdp.shard(tiny_gpt(seed=11 if phase == "save" else 12), units=[Block], strategy=strategy)
     opt = FusedAdamW(model.parameters(), lr=ADAM_LR) if optim == "adamw" else FusedSGD(model.parameters(), lr=0.2, momentum=0.9)
     if phase == "save":
         _train_steps(model, opt, rank, world, 3, 0)
@@ -357,3 +370,124 @@ def run_sft_trainer(rank, world, output_dir):
     assert fsdp.get_state(trainer.model).strategy == "FULL_SHARD"
     full = fsdp.full_state_dict(trainer.model, rank0_only=False)
     return history, {k: v.numpy() for k, v in full.items()}
+
+
+# ---- HYBRID (simulated hosts: SHARDKIT_HOST_ID per rank) -------------------------
+
+
+def run_hybrid(rank, world):
+    """HYBRID against single-process training (AdamW, SGD, clipping, no_sync), then its full state loaded as FULL_SHARD."""
+    join()
+    group = comm.get_group()
+    hosts, per_host = group.topology.num_hosts, group.local_world_size
+    done = [train_and_compare(rank, world, "HYBRID", optim) for optim in ("adamw", "sgd")]
+    # The gradient norm counts each element once, not once per host.
+    done.append(train_and_compare(rank, world, "HYBRID", "adamw", steps=3, clip=0.05))
+    # no_sync accumulation: the in-host and cross-host reductions both wait for the last micro-batch.
+    done.append(train_and_compare(rank, world, "HYBRID", "sgd", steps=3, accumulate=2))
+    model = fsdp.shard(tiny_gpt(seed=5), units=[Block], strategy="HYBRID")
+    state = fsdp.get_state(model)
+    assert state.shard_world_size == per_host and state.replica_index == group.host_index
+    assert [p.numel() for p in model.parameters()] == [g.shard_numel for g in state.groups]
+    assert all(g.shard_world == per_host and g.num_replicas == hosts for g in state.groups)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "full.safetensors") if rank == 0 else None
+        paths = [path]
+        dist.broadcast_object_list(paths, src=0)
+        fsdp.save_full_state_dict(model, paths[0])
+        comm.barrier()
+        flat = fsdp.shard(tiny_gpt(seed=6), units=[Block], strategy="FULL_SHARD")
+        fsdp.load_full_state_dict(flat, paths[0])
+        assert_params_match(flat, tiny_gpt(seed=5), 0.0, "HYBRID full state loaded as FULL_SHARD")
+        comm.barrier()  # rank 0 removes the directory only once everyone has read it
+    return len(done)
+
+
+def run_hybrid_unequal_hosts(rank, world):
+    join()
+    try:
+        fsdp.shard(tiny_gpt(), units=[Block], strategy="HYBRID")
+    except ValueError as exc:
+        assert "same number of ranks on every host" in str(exc) and "[2, 1]" in str(exc), exc
+        return True
+    raise AssertionError("HYBRID over hosts of 2 and 1 ranks did not raise")
+
+
+# ---- meta-device initialisation -------------------------------------------------
+
+META_SEED = 21
+META_LAYERS = 6  # enough blocks that one unit is small next to the model
+
+
+class LiveStorageBytes(TorchDispatchMode):
+    """Peak bytes of the CPU storages that tensor ops under it produced and that were alive at once.
+
+    Checked after every op, so a buffer freed in place (``resize_(0)``) stops
+    counting at the next op; storages created before entering are not counted.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.refs: dict[int, StorageWeakRef] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                known = self.refs.get(storage._cdata)
+                if known is None or known.expired():
+                    self.refs[storage._cdata] = StorageWeakRef(storage)
+        self.peak = max(self.peak, self.live_bytes())
+        return out
+
+    def live_bytes(self) -> int:
+        total = 0
+        for key, ref in list(self.refs.items()):
+            if ref.expired():
+                del self.refs[key]
+            else:
+                total += torch.UntypedStorage._new_with_weak_ptr(ref.cdata).nbytes()
+        return total
+
+
+def meta_reference(layers=META_LAYERS) -> GPT:
+    """A CPU-built GPT re-initialised unit by unit, as shard() initialises a meta-built one."""
+    ref = tiny_gpt(num_layers=layers)
+    return fsdp.initialize_units(ref, units=[Block], seed=META_SEED, param_init_fn=ref.init_weights)
+
+
+def shard_meta_gpt(strategy="FULL_SHARD", layers=META_LAYERS):
+    """``(sharded model, peak bytes live during shard())`` of a GPT built on the meta device."""
+    with torch.device("meta"):
+        model = tiny_gpt(num_layers=layers)
+    with LiveStorageBytes() as live:
+        model = fsdp.shard(model, units=[Block], strategy=strategy, seed=META_SEED, param_init_fn=model.init_weights)
+    return model, live.peak
+
+
+def run_meta_init(rank, world):
+    """A meta-built GPT: the values of the CPU-built reference, never the whole model in memory, and it trains."""
+    join()
+    sharded, peak = shard_meta_gpt()
+    ref = meta_reference()
+    cpu_sharded = fsdp.shard(copy.deepcopy(ref), units=[Block])
+    ours, theirs = fsdp.full_state_dict(sharded, rank0_only=False), fsdp.full_state_dict(cpu_sharded, rank0_only=False)
+    for name, value in ref.state_dict().items():
+        assert torch.equal(ours[name], value) and torch.equal(theirs[name], value), name
+    assert torch.equal(sharded.rotary.inv_freq, ref.rotary.inv_freq)  # a non-persistent buffer, recomputed
+    # Memory: the shards, plus one unit's parameters and its flat copy while it is cut; never the whole model.
+    model_bytes = sum(p.numel() * p.element_size() for p in ref.parameters())
+    block_bytes = sum(p.numel() * p.element_size() for p in ref.layers[0].parameters())
+    root_bytes = model_bytes - META_LAYERS * block_bytes
+    shard_bytes = sum(p.numel() * p.element_size() for p in sharded.parameters())
+    bound = shard_bytes + 2 * max(block_bytes, root_bytes) + 4096  # 4 KiB: RNG states, bool masks of the NaN check
+    assert peak <= bound, f"peak {peak} B during shard() > shards {shard_bytes} + 2 units"
+    assert peak < model_bytes, f"peak {peak} B during shard() is not below the model's {model_bytes} B"
+    # SGD: Adam would turn rounding-level gradient differences of a 6-block model into visible ones.
+    train_and_compare(rank, world, "FULL_SHARD", "sgd", model_fn=meta_reference, steps=6,
+                      sharded_fn=lambda: shard_meta_gpt()[0])
+    train_and_compare(rank, world, "SHARD_GRAD_OP", "sgd", model_fn=meta_reference, steps=6,
+                      sharded_fn=lambda: shard_meta_gpt("SHARD_GRAD_OP")[0])
+    return peak, model_bytes

@@ -49,15 +49,31 @@ def test_each_strategy_divides_what_it_shards(world):
     assert states("ZERO3") == states("FULL_SHARD") and states("DDP") == states("NO_SHARD")
 
 
-def test_comm_buffers_follow_the_largest_unit():
+def test_comm_buffers_follow_the_sharding_schedule():
     one = estimate(SPEC, strategy="FULL_SHARD", world_size=1)
     assert one["comm_buffers"] == 0
+    root, block = SPEC.root_params, SPEC.block_params
+    # bf16: the root + a running and a prefetched block gathered, two blocks' grads
+    # unreduced; or, when the root's gradient arrives last, the root gathered and its + a block's grads.
+    worst = max(root + 2 * block + 2 * block, root + root + block)
     full = estimate(SPEC, strategy="FULL_SHARD", world_size=4)
-    unit = max(SPEC.block_params, SPEC.root_params)
-    assert full["comm_buffers"] == 3 * unit * 2  # gathered + prefetched bf16, plus bf16 grads
-    assert estimate(SPEC, strategy="SHARD_GRAD_OP", world_size=4)["comm_buffers"] == unit * 2
-    ddp = estimate(10**9, strategy="NO_SHARD", world_size=4, bucket_bytes=2**20)
-    assert ddp["comm_buffers"] == 2 * 2**20
+    assert full["comm_buffers"] == 2 * worst
+    assert sum(next(i for i in full.items if i.name == "comm_buffers").parts.values()) == full["comm_buffers"]
+    assert estimate(SPEC, strategy="HYBRID", world_size=4, host_size=2)["comm_buffers"] == 2 * worst
+    # SHARD_GRAD_OP keeps every unit gathered (its params line): only the unreduced grads.
+    assert estimate(SPEC, strategy="SHARD_GRAD_OP", world_size=4)["comm_buffers"] == 2 * max(2 * block, root + block)
+    # In-place all-reduces: NO_SHARD, and HYBRID with one rank per host.
+    assert estimate(SPEC, strategy="NO_SHARD", world_size=4)["comm_buffers"] == 0
+    assert estimate(SPEC, strategy="HYBRID", world_size=4, host_size=1)["comm_buffers"] == 0
+    # A bare count: one unit (the whole model) unless a unit size is given.
+    assert estimate(10**6, strategy="FULL_SHARD", world_size=4, precision="fp32")["comm_buffers"] == 4 * 2 * 10**6
+    assert estimate(10**6, strategy="FULL_SHARD", world_size=4, precision="fp32", unit_params=1000)["comm_buffers"] == 4 * 5000
+
+
+def test_fp32_shard_grad_op_counts_the_stepped_shards_as_masters():
+    est = estimate(PSI, strategy="SHARD_GRAD_OP", world_size=4, precision="fp32")
+    assert est["params"] == 4 * PSI and est["master_weights"] == PSI  # 4 B / 4 ranks
+    assert estimate(PSI, strategy="SHARD_GRAD_OP", world_size=1, precision="fp32")["master_weights"] == 0
 
 
 def test_module_on_meta_device_counts_like_its_spec():

@@ -18,6 +18,7 @@ again refills the same storage, so those views see the parameters again.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from shardkit import comm
@@ -32,9 +33,11 @@ class FlatGroup:
         sharded: False for NO_SHARD (every rank keeps the whole buffer and all-reduces gradients).
         param_dtype: compute dtype of the gathered parameters (None: the parameters' dtype).
         reduce_dtype: dtype gradients are reduced in (None: the compute dtype).
+        replicas: HYBRID only: the ``torch.distributed`` group of the ranks on other
+            hosts that hold the same shard (one per host); None otherwise.
     """
 
-    def __init__(self, entries, *, group, sharded: bool, param_dtype, reduce_dtype) -> None:
+    def __init__(self, entries, *, group, sharded: bool, param_dtype, reduce_dtype, replicas=None) -> None:
         params = [p for p, _ in entries]
         dtypes = {p.dtype for p in params}
         if len(dtypes) != 1:
@@ -49,6 +52,8 @@ class FlatGroup:
         self.shapes = [p.shape for p in params]
         self.numels = [p.numel() for p in params]
         self.group = group
+        self.replicas = replicas
+        self.num_replicas = dist.get_world_size(replicas) if replicas is not None else 1
         self.world = group.world_size if group is not None else 1
         self.rank = group.rank if group is not None else 0
         self.shard_world = self.world if sharded else 1
@@ -72,7 +77,8 @@ class FlatGroup:
             self.full = flat.to(self.compute_dtype).requires_grad_(self.trainable)
         self.stale = False  # True: full does not hold the shards' current values
         self.gathering = None  # Work of a prefetch all-gather in flight
-        self.pending: list = []  # (work, reduced gradient) of gradient reductions in flight
+        self.pending: list = []  # (work, reduced gradient, its input) of gradient reductions in flight
+        self.replica_pending: list = []  # (torch.distributed work, reduced gradient) of cross-host all-reduces
 
     # ---- parameters --------------------------------------------------------
 
@@ -102,10 +108,13 @@ class FlatGroup:
         storage = self.full.untyped_storage()
         if storage.size() == 0:
             storage.resize_(self.padded_numel * self.full.element_size())
-        # Writes must not bump the version counter: views saved for backward
-        # by an earlier forward point at this storage and are still valid.
-        with torch.no_grad(), torch.autograd._unsafe_preserve_version_counter(self.full):
-            out = self.full.detach()
+        # Writes must not bump full's version counter: views saved for backward
+        # by an earlier forward point at this storage and are still valid. So
+        # they go through a second tensor on the same storage with a version
+        # counter of its own (the cross-host all-gather writes it with torch
+        # ops on the comm thread, after this returns).
+        with torch.no_grad():
+            out = torch.empty(0, dtype=self.full.dtype).set_(storage, 0, (self.padded_numel,))
             m = self.shard_numel
             own = out[self.rank * m : (self.rank + 1) * m] if self.shard_world > 1 else out
             own.copy_(self.shard.detach())
@@ -147,9 +156,38 @@ class FlatGroup:
                 work = comm.all_reduce(grad, "avg", group=self.group, async_op=True)
             self.pending.append((work, grad, None))
 
+    def settle_in_host(self) -> None:
+        """Wait for this group's in-host reductions and drop their full-gradient inputs;
+        under HYBRID, start summing their results over the hosts.
+
+        Called when the next unit's reduction starts (and at the end of
+        backward), so at most two units' full gradients exist at a time (one
+        accumulating, one being reduced) and the cross-host all-reduce of a
+        unit overlaps the backward of the units after it. The in-host
+        reduction averaged over the host's ranks; ``finish_grad`` divides the
+        cross-host sum by the number of hosts, so the result is the average over all ranks.
+        """
+        kept = []
+        for work, reduced, inp in self.pending:
+            if inp is None and self.replicas is None:
+                kept.append((work, reduced, None))  # an in-place all-reduce (NO_SHARD): finish_grad waits for it
+                continue
+            if work is not None:
+                work.wait()
+            if self.replicas is not None:
+                self.replica_pending.append((dist.all_reduce(reduced, group=self.replicas, async_op=True), reduced))
+            else:
+                kept.append((None, reduced, None))
+        self.pending = kept
+
     def finish_grad(self) -> None:
         """Wait for the reductions and accumulate them into ``shard.grad``."""
-        for work, reduced, _ in self.pending:
+        done = [(work, reduced) for work, reduced, _ in self.pending]
+        for work, reduced in self.replica_pending:
+            work.wait()
+            reduced.div_(self.num_replicas)
+            done.append((None, reduced))
+        for work, reduced in done:
             if work is not None:
                 work.wait()
             reduced = reduced.to(self.dtype) if reduced.dtype != self.dtype else reduced
@@ -158,6 +196,7 @@ class FlatGroup:
             else:
                 self.shard.grad.add_(reduced)
         self.pending.clear()
+        self.replica_pending.clear()
 
     def full_values(self) -> torch.Tensor:
         """(padded,) every rank's shard gathered, in the shard's dtype; a collective."""

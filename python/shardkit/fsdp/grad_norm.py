@@ -15,8 +15,10 @@ def clip_grad_norm_(model: nn.Module, max_norm: float, norm_type: float = 2.0) -
     """Clip the gradients of a sharded model so their global norm is at most ``max_norm``.
 
     The norm is that of the full (unsharded) gradients, as ``torch.nn.utils.clip_grad_norm_``
-    computes it on an unsharded model; padding contributes zeros. Returns that
-    norm (fp32 scalar), taken before clipping. Collective: every rank must call it.
+    computes it on an unsharded model; padding contributes zeros. Under HYBRID
+    every host holds the same gradient shards, so the shards are combined over
+    the host's ranks only (counting each element once). Returns that norm
+    (fp32 scalar), taken before clipping. Collective: every rank must call it.
     """
     state = get_state(model)
     max_norm, norm_type = float(max_norm), float(norm_type)
@@ -28,17 +30,19 @@ def clip_grad_norm_(model: nn.Module, max_norm: float, norm_type: float = 2.0) -
     # Shards of sharded groups are disjoint (combine over ranks); NO_SHARD grads are replicas.
     sharded = [g.shard.grad for g in state.groups if g.shard.grad is not None and g.shard_world > 1]
     replicated = [g.shard.grad for g in state.groups if g.shard.grad is not None and g.shard_world == 1]
+    # Every rank takes part in the all-reduce, or none does (shard_world is the same on all ranks).
+    combine = any(g.shard_world > 1 for g in state.groups)
     if norm_type == math.inf:
         local = torch.stack([x.detach().abs().max().float() for x in sharded] or [torch.zeros(())]).max().reshape(1)
-        if state.world_size > 1 and sharded:
-            comm.all_reduce(local, "max", group=state.group)
+        if combine:
+            comm.all_reduce(local, "max", group=state.shard_group)
         total = torch.stack([local[0]] + [x.detach().abs().max().float() for x in replicated]).max()
     else:
         local = torch.zeros(1, dtype=torch.float64)
         for x in sharded:
             local += x.detach().double().pow(2).sum()
-        if state.world_size > 1 and any(g.shard_world > 1 for g in state.groups):
-            comm.all_reduce(local, "sum", group=state.group)
+        if combine:
+            comm.all_reduce(local, "sum", group=state.shard_group)
         for x in replicated:
             local += x.detach().double().pow(2).sum()
         total = local[0].sqrt().float()

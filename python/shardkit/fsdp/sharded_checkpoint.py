@@ -9,7 +9,10 @@ Directory layout::
 A checkpoint written with N ranks loads with M ranks: a loading rank joins
 the N saved shards of one group into the unpadded flat values, then cuts its
 own padded block for M ranks, one group at a time (the whole model is never
-held). Element-wise optimizer state (moments, momentum, fp32 masters) is
+held). Under HYBRID every host holds the same shards, so only the first
+host's ranks write, one file per rank of a host: the checkpoint looks like
+a FULL_SHARD one of that many ranks and loads with any strategy and world
+size, as FULL_SHARD checkpoints load into HYBRID models. Element-wise optimizer state (moments, momentum, fp32 masters) is
 resharded the same way; scalar state (the step) is taken from rank 0's file.
 Everything is written into a temporary directory that rank 0 renames into
 place once all ranks are done, so a crash during a save leaves the previous
@@ -48,7 +51,9 @@ def _layout(state, optimizer) -> dict:
     if optimizer is not None:
         hyper = [{k: v for k, v in pg.items() if k != "params" and isinstance(v, (int, float, bool, str, list, tuple, type(None)))}
                  for pg in optimizer.param_groups]
-    return {"format": "shardkit.fsdp.sharded/1", "world_size": state.world_size, "groups": groups, "param_groups": hyper}
+    # world_size: how many shard files there are (the ranks of one replica).
+    return {"format": "shardkit.fsdp.sharded/1", "world_size": state.shard_world_size, "groups": groups,
+            "param_groups": hyper}
 
 
 def save_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer | None, directory: str | os.PathLike,
@@ -79,8 +84,9 @@ def save_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer |
             tensors[f"optim.{k}.{key}"] = value.detach().clone().reshape(value.shape)
             if value.dim() == 1 and value.numel() == g.shard_numel and key != "step":
                 elementwise.setdefault(str(k), []).append(key)
-    save_file(tensors, os.path.join(tmp, _shard_file(state.rank, state.world_size)),
-              metadata={"elementwise": json.dumps(elementwise)})
+    if state.replica_index == 0:  # the other replicas hold the same shards
+        save_file(tensors, os.path.join(tmp, _shard_file(state.shard_rank, state.shard_world_size)),
+                  metadata={"elementwise": json.dumps(elementwise)})
     if state.rank == 0:
         with open(os.path.join(tmp, _LAYOUT), "w") as f:
             json.dump(_layout(state, optimizer), f, indent=1)

@@ -13,6 +13,10 @@ The schedule, per unit (see ``flat_param.FlatGroup`` for the buffers):
   parameters are freed; a callback at the end of backward waits for the
   reductions and frees what is left (frozen groups).
 
+HYBRID runs the FULL_SHARD schedule inside each host (``hybrid.py``); once a
+unit's reduce-scatter is done (checked when the next unit's starts, and at
+the end of backward) its gradient shard is all-reduced across hosts.
+
 With one rank the same hooks run; gathers become copies and reductions vanish.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +34,12 @@ from torch.utils._pytree import tree_map
 
 from shardkit import comm
 from shardkit.fsdp.flat_param import FlatGroup
+from shardkit.fsdp.hybrid import hybrid_groups
+from shardkit.fsdp.meta_init import check_init_args, is_meta_model, materialize_unit, parameter_registrations
 from shardkit.fsdp.units import assign_parameters, select_units
 
-STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")
+STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID")
+_RESHARD_AFTER_FORWARD = ("FULL_SHARD", "HYBRID")
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
@@ -72,10 +80,13 @@ class _Unit:
 class ShardState:
     """What ``shard()`` attaches to the model (``model._shardkit_fsdp``)."""
 
-    def __init__(self, units: list[_Unit], strategy: str, group, mixed_precision: MixedPrecision) -> None:
+    def __init__(self, units: list[_Unit], strategy: str, group, mixed_precision: MixedPrecision, shard_group) -> None:
         self.units, self.strategy, self.group, self.mixed_precision = units, strategy, group, mixed_precision
+        # The ranks the flat buffers are sharded over (HYBRID: this host's; NO_SHARD: all, holding replicas).
+        self.shard_group = shard_group
         self.sync = True  # False inside no_sync(): gradients accumulate unreduced
         self.in_backward = False
+        self.last_reduced: FlatGroup | None = None  # the group whose gradient reduction started last
         # Units in the order their forwards ran: this iteration's, and the last
         # complete one's, which says whose all-gather to prefetch next.
         self.order: list[_Unit] = []
@@ -89,6 +100,22 @@ class ShardState:
     @property
     def rank(self) -> int:
         return self.group.rank if self.group is not None else 0
+
+    @property
+    def shard_rank(self) -> int:
+        """This rank's index among the ranks the buffers are sharded over (its host's, under HYBRID)."""
+        return self.shard_group.rank if self.shard_group is not None else 0
+
+    @property
+    def shard_world_size(self) -> int:
+        return self.shard_group.world_size if self.shard_group is not None else 1
+
+    @property
+    def replica_index(self) -> int:
+        """Which copy of the shards this rank holds: its host under HYBRID, 0 otherwise."""
+        if self.strategy != "HYBRID" or self.group is None:
+            return 0
+        return self.group.host_index
 
     # ---- hooks -----------------------------------------------------------------
 
@@ -118,7 +145,7 @@ class ShardState:
                     u.reshard()
             self.last_order = self.order
             return output
-        if self.strategy == "FULL_SHARD" and not unit.is_root and not self.in_backward:
+        if self.strategy in _RESHARD_AFTER_FORWARD and not unit.is_root and not self.in_backward:
             unit.reshard()
         if torch.is_grad_enabled():
             for t in _tensors(output):
@@ -147,7 +174,10 @@ class ShardState:
     def post_accumulate(self, group: FlatGroup) -> None:
         self._enter_backward()
         if self.sync:
+            if self.last_reduced is not None:
+                self.last_reduced.settle_in_host()
             group.reduce_grad()
+            self.last_reduced = group
         if self.strategy != "NO_SHARD":
             group.reshard()
 
@@ -157,10 +187,13 @@ class ShardState:
             torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
 
     def _end_backward(self) -> None:
+        for g in self.groups:  # HYBRID: every group's cross-host all-reduce in flight before waiting for any
+            g.settle_in_host()
         for g in self.groups:
             g.finish_grad()
             g.reshard()
         self.in_backward = False
+        self.last_reduced = None
         self.last_order = self.order
 
 
@@ -195,35 +228,56 @@ def _check_model(model: nn.Module) -> None:
     devices = {p.device for p in model.parameters()}
     if len(devices) > 1:
         raise ValueError(f"model: parameters must all be on one device, got {sorted(map(str, devices))}")
-    if devices and next(iter(devices)).type != "cpu":
-        raise ValueError(f"model: shardkit.fsdp runs on CPU parameters (shardkit.comm), got device {next(iter(devices))}")
+    if devices and next(iter(devices)).type not in ("cpu", "meta"):
+        raise ValueError(f"model: shardkit.fsdp runs on CPU parameters (shardkit.comm) or builds them from "
+                         f"the meta device, got device {next(iter(devices))}")
 
 
 def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
-          mixed_precision: MixedPrecision | None = None, group=None) -> nn.Module:
+          mixed_precision: MixedPrecision | None = None, group=None,
+          param_init_fn: Callable[[nn.Module], None] | None = None, seed: int = 0) -> nn.Module:
     """Shard ``model`` in place over the ranks of ``group`` and return it.
 
     Args:
-        model: a CPU ``nn.Module``. Apply activation checkpointing before sharding.
+        model: a CPU ``nn.Module``, or one built under ``torch.device("meta")``
+            (see below). Apply activation checkpointing before sharding.
         units: how to cut it into units (besides the root): a list of module
             classes (e.g. the transformer block), a callable ``module -> bool``,
             or an int size threshold in parameters. None: one unit, the root.
         strategy: ``"FULL_SHARD"`` (ZeRO-3: parameters, gradients and optimizer
             state sharded; parameters freed after each unit's forward),
             ``"SHARD_GRAD_OP"`` (ZeRO-2: parameters kept from forward to
-            backward) or ``"NO_SHARD"`` (DDP: gradients all-reduced).
+            backward), ``"NO_SHARD"`` (DDP: gradients all-reduced) or
+            ``"HYBRID"`` (HSDP: FULL_SHARD over the ranks of each host, the
+            hosts holding replicas whose gradient shards are all-reduced across
+            hosts; needs the same number of ranks on every host, see
+            ``shardkit.comm.Group.topology`` and ``SHARDKIT_HOST_ID``).
         mixed_precision: compute and reduction dtypes (``MixedPrecision``);
             the shards keep the parameters' dtype, so fp32 parameters are the
             fp32 masters.
         group: a ``shardkit.comm.Group``. Default: the default group, joined
             (``comm.init()``) if torch.distributed is initialised; with neither,
             a single process.
+        param_init_fn: meta-device models only: ``fn(module)`` initialising
+            the parameters and buffers ``module`` itself holds (for
+            ``shardkit.models.GPT``: ``model.init_weights``). Default: each
+            such module's ``reset_parameters()``.
+        seed: meta-device models only: unit i is initialised under the RNG
+            seed ``meta_init.unit_seed(seed, i)``, identically on every rank.
 
     Afterwards ``model.parameters()`` are the local flat shards (one per unit,
     trainable and frozen parameters apart), so ``FusedAdamW(model.parameters())``
     steps them in one fused call. The module attributes (``linear.weight``)
     are views of the gathered parameters while a unit runs. Collective: every
     rank must call it on the same model, and then run the same forwards and backwards.
+
+    A model on the meta device is materialised on CPU one unit at a time:
+    each unit's parameters are created, initialised (``param_init_fn`` or
+    ``reset_parameters``, under the unit's seed), flattened and cut to this
+    rank's shard before the next unit is created, so no rank ever holds the
+    whole model. ``fsdp.initialize_units(cpu_model, units=..., seed=...)``
+    gives the same values on an unsharded CPU model. A meta parameter that
+    nothing initialises raises ValueError naming it.
     """
     _check_model(model)
     if strategy not in STRATEGIES:
@@ -232,27 +286,34 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
         mixed_precision = MixedPrecision()
     if not isinstance(mixed_precision, MixedPrecision):
         raise TypeError(f"mixed_precision: expected a shardkit.fsdp.MixedPrecision, got {type(mixed_precision).__name__}")
+    check_init_args(param_init_fn, seed)
     if group is None:
         group = _default_group()
     elif not isinstance(group, comm.Group):
         raise TypeError(f"group: expected a shardkit.comm.Group, got {type(group).__name__}")
+    shard_group, replicas = (hybrid_groups(group) if strategy == "HYBRID" else (group, None))
 
     unit_paths = select_units(model, units)
     owned = assign_parameters(model, unit_paths)
+    meta = is_meta_model(model)
+    registrations = parameter_registrations(owned) if meta else {}
     modules = dict(model.named_modules())
     built: list[_Unit] = []
-    for path in unit_paths:
+    for index, path in enumerate(unit_paths):
+        if meta:
+            owned[path] = materialize_unit(model, path, index, unit_paths, owned, registrations,
+                                           seed=seed, param_init_fn=param_init_fn)
         groups = []
         for trainable in (True, False):
             entries = [e for e in owned[path] if e[0].requires_grad == trainable]
             if entries:
-                groups.append(FlatGroup(entries, group=group, sharded=strategy != "NO_SHARD",
+                groups.append(FlatGroup(entries, group=shard_group, sharded=strategy != "NO_SHARD",
                                         param_dtype=mixed_precision.param_dtype,
-                                        reduce_dtype=mixed_precision.reduce_dtype))
-        built.append(_Unit(modules[path], path, groups))
-
-    state = ShardState(built, strategy, group, mixed_precision)
-    for unit in built:
+                                        reduce_dtype=mixed_precision.reduce_dtype, replicas=replicas))
+        entries = None  # no reference to the unit's original parameters may outlive this iteration
+        unit = _Unit(modules[path], path, groups)
+        # The unit's parameters now live in its flat buffer: free the originals
+        # before the next unit is materialised (meta models).
         for i, g in enumerate(unit.groups):
             for uses in g.uses:
                 for module, attr, _ in uses:
@@ -260,6 +321,12 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
             unit.module.register_parameter(f"_flat_param_{i}", g.shard)
             g.install_views()
             g.reshard()
+        owned[path] = []
+        built.append(unit)
+
+    state = ShardState(built, strategy, group, mixed_precision, shard_group)
+    for unit in built:
+        for g in unit.groups:
             if g.trainable:
                 g.full.register_post_accumulate_grad_hook(lambda _t, g=g: state.post_accumulate(g))
         unit.module.register_forward_pre_hook(lambda m, a, k, u=unit: state.pre_forward(u, a, k), with_kwargs=True)

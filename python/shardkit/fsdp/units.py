@@ -75,7 +75,7 @@ def _by_size(model: nn.Module, threshold: int) -> list[str]:
     return sorted(chosen, key=order.__getitem__)
 
 
-def _enclosing_unit(path: str, unit_paths: list[str]) -> str:
+def enclosing_unit(path: str, unit_paths: list[str]) -> str:
     """The innermost unit whose subtree contains the module at ``path``."""
     best = ""
     for u in unit_paths:
@@ -116,7 +116,7 @@ def assign_parameters(model: nn.Module, unit_paths: list[str]):
         unit = None
         for _, _, full in entry:
             mod_path = full.rpartition(".")[0]
-            here = _enclosing_unit(mod_path, unit_paths)
+            here = enclosing_unit(mod_path, unit_paths)
             unit = here if unit is None else _common_unit(unit, here, unit_paths)
         owned[unit].append((params[pid], entry))
     return owned

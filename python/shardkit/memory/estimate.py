@@ -7,6 +7,14 @@ weights are their own master) but its activations take 4 bytes, not 2.
 Sharding divides what each strategy shards by the shard degree:
 NO_SHARD (DDP) nothing, SHARD_GRAD_OP (ZeRO-2) grads, masters and moments,
 FULL_SHARD (ZeRO-3) everything, HYBRID like FULL_SHARD within a host.
+
+Where ``shardkit.fsdp`` differs from that accounting, the estimate follows
+``shardkit.fsdp`` (it is checked against real sharded steps in
+``tests/fsdp/test_fsdp_memory.py``): under SHARD_GRAD_OP the optimizer steps
+flat fp32 shards apart from the gathered full parameters, so fp32 training
+also holds "master" shards; gathered parameters and full gradients awaiting
+their reduce-scatter are the communication buffers, following the schedule
+of ``shardkit.fsdp.sharded_model`` (see ``_comm_item``).
 """
 
 from __future__ import annotations
@@ -37,7 +45,6 @@ _STRATEGY_ALIASES = {
 }
 STRATEGIES = ("NO_SHARD", "SHARD_GRAD_OP", "FULL_SHARD", "HYBRID")
 MASTER_BYTES = 4  # fp32 master weights and optimizer state
-DEFAULT_BUCKET_BYTES = 25 * 2**20  # DDP's default gradient bucket
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class MemoryItem:
     name: str  # params, grads, master_weights, optimizer_state, activations, comm_buffers
     bytes: int  # bytes per rank
     explanation: str  # one line: what is held and why this size
+    parts: dict[str, int] = field(default_factory=dict)  # sub-totals, e.g. comm_buffers' gathered / unreduced
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,8 @@ class MemoryEstimate:
             "inputs": dict(self.inputs),
             "params": self.params,
             "trainable_params": self.trainable_params,
-            "items": [{"name": i.name, "bytes": i.bytes, "explanation": i.explanation} for i in self.items],
+            "items": [{"name": i.name, "bytes": i.bytes, "explanation": i.explanation, "parts": dict(i.parts)}
+                      for i in self.items],
             "model_state_bytes": self.model_state_bytes,
             "model_state_bytes_per_param": self.model_state_bytes_per_param,
             "total_bytes": self.total_bytes,
@@ -115,14 +124,16 @@ def _positive_int(name: str, value: Any) -> int:
 class _ModelFacts:
     params: int
     trainable: int
-    unit_params: int | None  # parameters of the largest sharding unit, None if unknown
+    unit_params: int | None  # parameters of the largest block unit, None if unknown
     spec: DecoderSpec | None
+    root_params: int | None = None  # parameters of the root unit (outside the blocks), None if unknown
+    blocks: int = 0  # number of block units
 
 
 def _facts(model: Any, unit_params: int | None) -> _ModelFacts:
     if isinstance(model, DecoderSpec):
-        unit = unit_params or max(model.block_params, model.root_params)
-        return _ModelFacts(model.params, model.params, unit, model)
+        unit = unit_params or model.block_params
+        return _ModelFacts(model.params, model.params, unit, model, model.root_params, model.layers)
     if isinstance(model, nn.Module):
         return _module_facts(model, unit_params)
     if isinstance(model, (int, float)) and not isinstance(model, bool) and model >= 1 and float(model).is_integer():
@@ -139,12 +150,11 @@ def _module_facts(module: nn.Module, unit_params: int | None) -> _ModelFacts:
     if not isinstance(spec, DecoderSpec):
         config = getattr(module, "config", None)
         spec = DecoderSpec.from_hf_config(config) if hasattr(config, "num_hidden_layers") else None
-    if unit_params is None:
-        stack = next((m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m)), None)
-        if stack is not None:
-            blocks = [sum(p.numel() for p in block.parameters()) for block in stack]
-            unit_params = max(max(blocks), params - sum(blocks))
-    return _ModelFacts(params, trainable, unit_params, spec)
+    stack = next((m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m)), None)
+    if stack is None:
+        return _ModelFacts(params, trainable, unit_params, spec)
+    blocks = [sum(p.numel() for p in block.parameters()) for block in stack]
+    return _ModelFacts(params, trainable, unit_params or max(blocks), spec, params - sum(blocks), len(blocks))
 
 
 def estimate(
@@ -160,7 +170,6 @@ def estimate(
     checkpointing: Any = "none",
     sgd_momentum: bool = True,
     unit_params: int | None = None,
-    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
 ) -> MemoryEstimate:
     """Estimate the memory one rank holds during a training step.
 
@@ -173,7 +182,8 @@ def estimate(
     ``checkpointing`` is ``"none"``, ``"every_block"``, an int k (every k-th
     block), a policy from :mod:`shardkit.checkpointing`, or a
     ``CheckpointPlan`` (what a MemoryBudget chose). ``unit_params`` is
-    the largest sharding unit (default: the largest block, or the root).
+    the largest block unit (default: read from the spec or module; for a bare
+    parameter count, the whole model is taken as one unit unless given).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
@@ -185,7 +195,6 @@ def estimate(
     )
     if unit_params is not None:
         _positive_int("unit_params", unit_params)
-    _positive_int("bucket_bytes", bucket_bytes)
     if strategy_name == "HYBRID":
         if host_size is None or _positive_int("host_size", host_size) > world_size or world_size % host_size:
             raise ValueError(f"host_size: HYBRID needs a divisor of world_size={world_size}, got {host_size!r}")
@@ -198,6 +207,8 @@ def estimate(
     weight_bytes = PRECISIONS[precision]
     mixed = precision != "fp32"
     state_per_param = 8 if optimizer == "adamw" else 4 * bool(sgd_momentum)
+    # SHARD_GRAD_OP steps flat shards apart from the gathered parameters: fp32 ones are masters too.
+    has_master = mixed or (strategy_name == "SHARD_GRAD_OP" and shard > 1)
     where = f"/ {shard} ranks ({strategy_name})" if shard > 1 else f"on every rank ({strategy_name})"
     pad = " + padding of at most shard-1 elements per unit" if shard > 1 else ""
 
@@ -219,9 +230,10 @@ def estimate(
         ),
         MemoryItem(
             "master_weights",
-            per_rank(facts.trainable, MASTER_BYTES, state_shard) if mixed else 0,
+            per_rank(facts.trainable, MASTER_BYTES, state_shard) if has_master else 0,
             f"fp32 copy the optimizer updates, 4 B x trainable params {where}"
-            if mixed
+            + ("" if mixed else ", apart from the gathered fp32 params")
+            if has_master
             else "none: fp32 weights are their own master copy",
         ),
         MemoryItem(
@@ -234,7 +246,7 @@ def estimate(
             ),
         ),
         _activation_item(facts.spec, policy, batch, seq_len, weight_bytes, precision),
-        _comm_item(strategy_name, facts, world_size, shard, weight_bytes, bucket_bytes),
+        _comm_item(strategy_name, facts, world_size, shard, weight_bytes),
     ]
     inputs = {
         "optimizer": optimizer,
@@ -247,7 +259,6 @@ def estimate(
         "checkpointing": policy.label,
         "sgd_momentum": sgd_momentum,
         "unit_params": facts.unit_params,
-        "bucket_bytes": bucket_bytes,
         "spec": facts.spec.to_dict() if facts.spec else None,
     }
     return MemoryEstimate(tuple(items), facts.params, facts.trainable, inputs)
@@ -287,29 +298,47 @@ def _activation_item(spec, policy, batch: int, seq_len: int, act_bytes: int, pre
     )
 
 
-def _comm_item(strategy: str, facts: _ModelFacts, world_size: int, shard: int, nbytes: int, bucket: int) -> MemoryItem:
-    if world_size == 1:
-        return MemoryItem("comm_buffers", 0, "one rank: nothing to communicate")
-    if strategy == "NO_SHARD":
-        held = min(2 * bucket, facts.trainable * nbytes)
-        return MemoryItem(
-            "comm_buffers",
-            held,
-            f"two {format_bytes(bucket)} gradient buckets in flight (all-reduce overlapped with backward)",
-        )
-    unit = facts.unit_params if facts.unit_params is not None else facts.params
-    unit_note = (
-        "" if facts.unit_params is not None else " (unit size unknown: the whole model as one unit; pass unit_params)"
-    )
-    grads = unit * nbytes  # full gradients of one unit, input of its reduce-scatter
+def _comm_item(strategy: str, facts: _ModelFacts, world_size: int, shard: int, nbytes: int) -> MemoryItem:
+    """Gathered parameters and full gradients awaiting reduction, at the worst moment of a step.
+
+    The schedule of ``shardkit.fsdp``, with R the root unit, U the largest
+    block unit and nbytes the compute (and reduce) dtype's size:
+
+    * the root stays gathered from its forward to the end of backward;
+      FULL_SHARD/HYBRID gather a block for its forward and again for its
+      backward, with the next one prefetched: R + 2U gathered (SHARD_GRAD_OP
+      keeps every unit gathered, which is its ``params`` line);
+    * when a unit's full gradient appears, the previous unit's is still being
+      reduce-scattered (it is released when this one's reduction starts):
+      2U unreduced during the blocks, then R + U when the root's arrives last.
+
+    NO_SHARD, and HYBRID with one rank per host, all-reduce each gradient in
+    place and keep it as ``.grad``: no extra buffer.
+    """
+    if world_size == 1 or shard == 1:
+        how = "one rank: nothing to communicate" if world_size == 1 else (
+            "gradients all-reduced in place, one unit at a time, and kept as .grad: no extra buffer")
+        return MemoryItem("comm_buffers", 0, how, {"gathered": 0, "unreduced": 0})
+    if facts.root_params is not None:
+        root, block, blocks, note = facts.root_params, facts.unit_params or 0, facts.blocks, ""
+    elif facts.unit_params is not None:  # a bare count with a unit size: a root like a block, many blocks
+        root, block, blocks, note = facts.unit_params, facts.unit_params, 2, " (root taken as large as a block)"
+    else:
+        root, block, blocks = facts.params, 0, 0
+        note = " (unit size unknown: the whole model as one unit; pass unit_params)"
+    prefetched = block if blocks > 1 else 0
+    phases = [  # (gathered, unreduced) elements at the moment a block's, then the root's, gradient appears
+        (root + block + prefetched, block + (block if blocks > 1 else 0)) if blocks else (0, 0),
+        (root, root + block),
+    ]
     if strategy == "SHARD_GRAD_OP":
-        return MemoryItem(
-            "comm_buffers", grads, f"full grads of the largest unit ({unit:,} params) before reduce-scatter{unit_note}"
-        )
-    gathered = 2 * unit * nbytes  # the unit computing and the next one prefetched
-    held = gathered + grads
-    text = f"largest unit ({unit:,} params) gathered + the next prefetched, and its full grads for reduce-scatter{unit_note}"
+        phases = [(0, unreduced) for _, unreduced in phases]
+    gathered, unreduced = max(phases, key=sum)
+    text = (f"full grads awaiting reduce-scatter (up to 2 units, largest {max(root, block):,} params){note}"
+            if strategy == "SHARD_GRAD_OP" else
+            f"root ({root:,} params) + running and prefetched block ({block:,}) gathered, "
+            f"and up to 2 units' full grads awaiting reduce-scatter{note}")
     if strategy == "HYBRID":
-        held += math.ceil(grads / shard)
-        text += "; plus its grad shard all-reduced across hosts"
-    return MemoryItem("comm_buffers", held, text)
+        text += "; the cross-host all-reduce runs in place on the grad shard"
+    return MemoryItem("comm_buffers", (gathered + unreduced) * nbytes, text,
+                      {"gathered": gathered * nbytes, "unreduced": unreduced * nbytes})

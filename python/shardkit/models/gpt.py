@@ -34,6 +34,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 whatever the activation dtype: bf16 squares lose too much.
         dtype = x.dtype
@@ -47,8 +50,17 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", self._inv_freq(None), persistent=False)
+
+    def _inv_freq(self, device) -> torch.Tensor:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
+        return 1.0 / (self.theta**exponents)
+
+    def reset_parameters(self) -> None:
+        """Recompute the table (after ``to_empty`` from the meta device, where it holds no values)."""
+        with torch.no_grad():
+            self.inv_freq.copy_(self._inv_freq(self.inv_freq.device))
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # position_ids: (B, T) -> cos, sin: (B, 1, T, head_dim)
@@ -152,12 +164,24 @@ class GPT(nn.Module):
         """Normal(0, initializer_range) linear/embedding weights, ones for norms (as HF Llama)."""
         if self.embed_tokens.weight.is_meta:
             return
-        std = self.config.initializer_range
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-            elif isinstance(module, RMSNorm):
-                nn.init.ones_(module.weight)
+            self.init_weights(module)
+
+    def init_weights(self, module: nn.Module) -> None:
+        """Initialise the parameters and buffers ``module`` itself holds, as ``reset_parameters`` does.
+
+        The ``param_init_fn`` for a model built on the meta device::
+
+            with torch.device("meta"):
+                model = GPT(config)
+            fsdp.shard(model, units=[Block], param_init_fn=model.init_weights)
+        """
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (RMSNorm, RotaryEmbedding)):
+            module.reset_parameters()
 
     def forward(
         self,
