@@ -106,6 +106,8 @@ class Group:
             # new_group is collective over the whole default group.
             self.leaders_group = dist.new_group(leader_ranks, timeout=datetime.timedelta(seconds=self.timeout))
         self.executor = Executor()
+        # Groups made from this one (e.g. HYBRID's per-host shard group), released with it.
+        self.subgroups: list[Group] = []
 
     def local_ranks(self, host: int | None = None) -> tuple[int, ...]:
         """Group ranks on ``host`` (default: this host)."""
@@ -119,7 +121,9 @@ class Group:
         self.shm.set_timeout(self.timeout)
 
     def destroy(self) -> None:
-        """Finish pending work and unmap the shared memory. Idempotent."""
+        """Finish pending work and unmap the shared memory, this group's and its subgroups'. Idempotent."""
+        while self.subgroups:
+            self.subgroups.pop().destroy()
         self.executor.shutdown()
         self.shm.close()
 

@@ -61,5 +61,7 @@ def hybrid_groups(group):
         if i == index:
             replica_group = made
     shard_group = comm.join(shard_torch_group, timeout=group.timeout) if len(local) > 1 else None
+    if shard_group is not None:
+        group.subgroups.append(shard_group)  # its shared memory goes when the parent group is destroyed
     group._shardkit_hybrid_groups = (shard_group, replica_group)
     return shard_group, replica_group

@@ -14,6 +14,13 @@ TRAINING_STAGES = ("pretrain", "sft", "dpo")
 TITLES = {"pretrain": "Pretraining", "sft": "SFT (arithmetic, answer-only loss)", "dpo": "DPO (right over wrong answer)"}
 
 
+def _dpo_loss_name(config: dict) -> str:
+    types = config["dpo"].get("loss_type", "sigmoid")
+    types = [types] if isinstance(types, str) else types
+    weights = config["dpo"].get("loss_weights") or [1.0] * len(types)
+    return " + ".join(f"{w:g} x {t}" if w != 1 else t for t, w in zip(types, weights))
+
+
 def _mib(nbytes: float) -> str:
     return f"{nbytes / 2**20:.2f}"
 
@@ -130,7 +137,8 @@ def write_report(run_dir: Path, state: dict) -> Path:
         eval_acc = t.get("eval", {}).get("eval_rewards/accuracies")
         lines += ["", f"DPO reward accuracy: {eval_acc:.1%} on held-out pairs, {train_acc:.1%} in the last logged "
                   f"training steps. {stages['dpo'].get('pairs_from_model', 0):.0%} of the training pairs reject the "
-                  "SFT model's own wrong answer, the rest a near miss (carry or last digit off)."]
+                  "SFT model's own wrong answer, the rest a near miss (carry or last digit off). DPO loss: "
+                  f"{_dpo_loss_name(state['config'])} (`sft` is the chosen answers' NLL, TRL's term)."]
     lines += ["", *[f"- {f}" for f in findings(state)], "", "## Throughput", "",
               "| stage | ranks | steps | tokens | train seconds | tokens/s | stage wall seconds |", "|---|---|---|---|---|---|---|"]
     if "tokenizer" in stages:
