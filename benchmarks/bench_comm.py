@@ -195,11 +195,8 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, out)
     plot = Path(args.plot.format(world=args.world))
-    try:
-        _plot(result, plot)
-        print(f"wrote {out} and {plot}")
-    except ImportError:
-        print(f"wrote {out}; no plot: matplotlib is missing (pip install 'shardkit[plot]')")
+    _plot(result, plot)
+    print(f"wrote {out} and {plot}")
     return 0
 
 

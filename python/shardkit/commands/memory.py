@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--compare", action="store_true", help="one table per strategy, to see what each saves")
     out.add_argument("--json", action="store_true", help="print to_dict() as JSON instead of tables")
-    out.add_argument("--plot", metavar="PNG", help="write a stacked-bar chart of the breakdown (needs matplotlib)")
+    out.add_argument("--plot", metavar="PNG", help="write a stacked-bar chart of the breakdown")
     parser.set_defaults(func=_run, _parser=parser)
 
 

@@ -50,14 +50,11 @@ def format_table(estimate: Any) -> str:
 
 
 def plot(estimates: dict[str, Any], path: str) -> None:
-    """Stacked bars, one per labelled estimate, written to ``path`` as PNG (needs matplotlib)."""
-    try:
-        import matplotlib
+    """Stacked bars, one per labelled estimate, written to ``path`` as PNG."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError("plotting needs matplotlib: pip install 'shardkit[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import os
     import tempfile
 
