@@ -12,12 +12,14 @@ formula is itemized in :mod:`shardkit.memory.activations`; measurement helpers
 :mod:`shardkit.memory.measure`.
 """
 
+from shardkit.memory.comm_probe import CommBufferProbe
 from shardkit.memory.estimate import OPTIMIZERS, PRECISIONS, STRATEGIES, MemoryEstimate, MemoryItem, estimate
 from shardkit.memory.measure import SavedActivationCounter, model_state_bytes, unique_storage_bytes
 from shardkit.memory.report import format_bytes, plot
 from shardkit.memory.spec import PRESETS, DecoderSpec
 
 __all__ = [
+    "CommBufferProbe",
     "OPTIMIZERS",
     "PRECISIONS",
     "PRESETS",

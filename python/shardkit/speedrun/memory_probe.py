@@ -7,8 +7,8 @@ micro-batch (no optimizer step) and counts:
   master weights and the AdamW moments in the fused optimizer's state;
 * activations: the storages autograd saves for backward (saved-tensor hooks),
   the gathered parameters excluded;
-* communication buffers: the most bytes of gathered (unsharded) unit
-  parameters alive at once, sampled as each unit starts its forward.
+* communication buffers: the most bytes of gathered unit parameters and
+  not-yet-reduced full gradients alive at once (``memory.CommBufferProbe``).
 
 Rank 0 gets every rank's figures. The estimate is ``shardkit.memory.estimate``
 for the same model, world size and micro-batch: model states at the run's
@@ -40,27 +40,18 @@ def _optimizer_bytes(optimizer) -> tuple[int, int]:
 def measure_rank(trainer) -> dict[str, int]:
     """This rank's bytes by item, from a probe forward/backward of the first micro-batch."""
     from shardkit import fsdp
-    from shardkit.memory import SavedActivationCounter, unique_storage_bytes
+    from shardkit.memory import CommBufferProbe, SavedActivationCounter, unique_storage_bytes
 
     model = trainer.model
     state = fsdp.get_state(model)
     gathered = [g.full for g in state.groups if not g.alias]
-    peak = [0]
-
-    def sample(*_):
-        peak[0] = max(peak[0], sum(t.untyped_storage().nbytes() for t in gathered))
-
-    hooks = [u.module.register_forward_pre_hook(sample) for u in state.units]
     batch = trainer.micro_batch(0)
     model.train()
-    try:
+    with CommBufferProbe(state) as probe:
         with SavedActivationCounter(exclude=[*gathered, *model.parameters()]) as saved:
             loss = trainer.compute_loss(model, batch, None)
             activations = saved.bytes
         loss.backward()
-    finally:
-        for h in hooks:
-            h.remove()
     params = list(model.parameters())
     master, moments = _optimizer_bytes(trainer.optimizer)
     out = {
@@ -69,7 +60,7 @@ def measure_rank(trainer) -> dict[str, int]:
         "master_weights": master,
         "optimizer_state": moments,
         "activations": activations,
-        "comm_buffers": peak[0],
+        "comm_buffers": probe.peak,
     }
     trainer.optimizer.zero_grad(set_to_none=True)
     return out

@@ -162,7 +162,7 @@ def write_report(run_dir: Path, state: dict) -> Path:
             lines.append(f"| {k} | {_mib(memory['estimated'][k])} | "
                          + " | ".join(_mib(m[k]) for m in memory["measured"]) + " |")
         lines += ["", "Measured: storages of this rank's shards, gradients and optimizer state after a real step, "
-                  "saved-tensor hooks for activations, and the gathered unit parameters alive at once. Estimated: "
+                  "saved-tensor hooks for activations, and the most gathered parameters plus unreduced gradients alive at once. Estimated: "
                   "`shardkit.memory.estimate` for the same model, world size and micro-batch (model states at the "
                   "storage precision, activations and gathered parameters at the compute dtype)."]
     lines += ["", "## Samples", ""]
