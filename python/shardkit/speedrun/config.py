@@ -89,7 +89,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         sft={"max_steps": 12, "warmup_steps": 2, "logging_steps": 2, "per_device_train_batch_size": 16},
         dpo={"max_steps": 6, "warmup_steps": 1, "logging_steps": 2, "per_device_train_batch_size": 8},
     ),
-    # Longer and better: a wider, deeper model trained for longer (about an hour on 2 cores).
+    # Longer and better: a wider, deeper model trained for longer (one to two hours on 2 cores; not measured end to end).
     "small": _derive(
         _TINY,
         tokenizer={"vocab_size": 4096},
