@@ -116,17 +116,22 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"--config {os.fspath(path)!r}: invalid TOML: {exc}") from None
 
 
+def _config_class(stage: str):
+    """The trainer config class of a training stage."""
+    import shardkit.trainers as trainers
+
+    return {"pretrain": trainers.PretrainConfig, "sft": trainers.SFTConfig, "dpo": trainers.DPOConfig}[stage]
+
+
 def _allowed_keys(section: str, base: dict[str, Any]) -> set[str]:
     if section == "model":
         from shardkit.models.config import GPTConfig
 
         return {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size"}
     if section in TRAINING_STAGES:
-        import shardkit.trainers as trainers
-
-        config_class = {"pretrain": trainers.PretrainConfig, "sft": trainers.SFTConfig, "dpo": trainers.DPOConfig}[section]
         # output_dir and seed belong to the run: each stage writes under the run directory.
-        return ({f.name for f in dataclasses.fields(config_class)} | {"compute_dtype"}) - {"output_dir", "seed"}
+        fields = {f.name for f in dataclasses.fields(_config_class(section))}
+        return (fields | {"compute_dtype"}) - {"output_dir", "seed"}
     return set(base)
 
 
@@ -172,11 +177,8 @@ def _check(config: dict[str, dict[str, Any]]) -> None:
 
 def trainer_args(config: dict[str, dict[str, Any]], stage: str, output_dir: str):
     """The trainer config (``PretrainConfig``/``SFTConfig``/``DPOConfig``) of a stage."""
-    import shardkit.trainers as trainers
-
     values = {k: v for k, v in config[stage].items() if k != "compute_dtype"}
     values.update(output_dir=output_dir, seed=config["run"]["seed"])
     values.setdefault("max_length", config["data"]["seq_len"])
     values.setdefault("report_to", ["jsonl"])
-    config_class = {"pretrain": trainers.PretrainConfig, "sft": trainers.SFTConfig, "dpo": trainers.DPOConfig}[stage]
-    return config_class.from_dict(values)
+    return _config_class(stage).from_dict(values)

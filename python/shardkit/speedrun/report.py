@@ -8,9 +8,9 @@ import platform
 from pathlib import Path
 
 from shardkit.speedrun import files
+from shardkit.speedrun.config import TRAINING_STAGES
 from shardkit.speedrun.memory_probe import ITEMS
 
-TRAINING_STAGES = ("pretrain", "sft", "dpo")
 TITLES = {"pretrain": "Pretraining", "sft": "SFT (arithmetic, answer-only loss)", "dpo": "DPO (right over wrong answer)"}
 
 
