@@ -225,3 +225,32 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(TypeError, match="sparse"):
         opt.step()
     assert not opt.state  # nothing was half-updated
+
+
+def _trained_state():
+    params = make_params()
+    return params, run(FusedAdamW, params, 2).state_dict()
+
+
+def test_loading_state_of_the_wrong_shape_raises_naming_the_entry():
+    params, sd = _trained_state()
+    sd["state"][0]["exp_avg"] = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"\['state'\]\[0\]\['exp_avg'\]: expected shape \(64, 33\)"):
+        FusedAdamW(params).load_state_dict(sd)
+
+
+def test_loading_state_without_step_raises_instead_of_key_error():
+    params, sd = _trained_state()
+    del sd["state"][1]["step"]
+    with pytest.raises(ValueError, match=r"\['state'\]\[1\]: missing \['step'\]"):
+        FusedAdamW(params).load_state_dict(sd)
+
+
+def test_meta_grad_scale_raises_instead_of_a_silent_no_op():
+    params = make_params()
+    opt = FusedAdamW(params)
+    for p, g in zip(params, grads_for(params, 0)):
+        p.grad = g
+    opt.grad_scale = torch.ones((), device="meta")
+    with pytest.raises(ValueError, match="optimizer.grad_scale: .* meta device"):
+        opt.step()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from shardkit.optim import _mixed_precision as mp
+from shardkit.optim._dtensor import local
 
 
 class FusedAdam(mp.FusedOptimizer):
@@ -65,6 +66,8 @@ class FusedAdam(mp.FusedOptimizer):
         )
         super().__init__(params, defaults)
 
+    _required_state_keys = ("step", "exp_avg", "exp_avg_sq")
+
     def _init_state(self, p: torch.Tensor, group: dict) -> dict:
         state = self.state[p]
         if not state:
@@ -75,7 +78,7 @@ class FusedAdam(mp.FusedOptimizer):
             state["max_exp_avg_sq"] = mp.fp32_zeros_like(p)
         if mp.is_low_precision(p) and "master_param" not in state:
             # First step, or state loaded from torch.optim (no master): start from the parameter.
-            state["master_param"] = p.detach().float()
+            state["master_param"] = mp.fp32_master(p)
         return state
 
     def _fused_step(self, group: dict, bucket: list, grad_scale, found_inf) -> None:
@@ -83,12 +86,12 @@ class FusedAdam(mp.FusedOptimizer):
         beta1, beta2 = group["betas"]
         states = [s for _, _, s in bucket]
         torch.ops.shardkit.fused_adam_(
-            [p for p, _, _ in bucket],
-            [g for _, g, _ in bucket],
-            [s["master_param"] for s in states if "master_param" in s],
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+            [local(p) for p, _, _ in bucket],
+            [local(g) for _, g, _ in bucket],
+            [local(s["master_param"]) for s in states if "master_param" in s],
+            [local(s["exp_avg"]) for s in states],
+            [local(s["exp_avg_sq"]) for s in states],
+            [local(s["max_exp_avg_sq"]) for s in states] if amsgrad else [],
             [s["step"] for s in states],
             float(group["lr"]),
             float(beta1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from shardkit.optim import _mixed_precision as mp
+from shardkit.optim._dtensor import local
 
 
 class FusedSGD(mp.FusedOptimizer):
@@ -54,7 +55,7 @@ class FusedSGD(mp.FusedOptimizer):
     def _init_state(self, p: torch.Tensor, group: dict) -> dict:
         state = self.state[p]
         if mp.is_low_precision(p) and "master_param" not in state:
-            state["master_param"] = p.detach().float()
+            state["master_param"] = mp.fp32_master(p)
         return state
 
     def _fused_step(self, group: dict, bucket: list, grad_scale, found_inf) -> None:
@@ -73,10 +74,10 @@ class FusedSGD(mp.FusedOptimizer):
                 for p, _, s in part:
                     s["momentum_buffer"] = mp.fp32_zeros_like(p)
             torch.ops.shardkit.fused_sgd_(
-                [p for p, _, _ in part],
-                [g for _, g, _ in part],
-                [s["master_param"] for s in states if "master_param" in s],
-                [s["momentum_buffer"] for s in states] if momentum != 0 else [],
+                [local(p) for p, _, _ in part],
+                [local(g) for _, g, _ in part],
+                [local(s["master_param"]) for s in states if "master_param" in s],
+                [local(s["momentum_buffer"]) for s in states] if momentum != 0 else [],
                 float(group["lr"]),
                 momentum,
                 float(group["dampening"]),
