@@ -95,9 +95,14 @@ def test_units_that_match_nothing_are_refused():
         fsdp.shard(fsdp_cases.tiny_gpt(), units=0)
 
 
+def test_strategy_aliases_name_the_same_strategies():
+    assert fsdp.get_state(fsdp.shard(fsdp_cases.tiny_gpt(), strategy="zero-3")).strategy == "FULL_SHARD"
+    assert fsdp.get_state(fsdp.shard(fsdp_cases.tiny_gpt(), strategy="DDP")).strategy == "NO_SHARD"
+
+
 def test_bad_arguments_raise_clear_errors():
-    with pytest.raises(ValueError, match="strategy: expected one of FULL_SHARD"):
-        fsdp.shard(fsdp_cases.tiny_gpt(), strategy="ZERO3")
+    with pytest.raises(ValueError, match="strategy: expected one of NO_SHARD, SHARD_GRAD_OP, FULL_SHARD, HYBRID"):
+        fsdp.shard(fsdp_cases.tiny_gpt(), strategy="ZERO4")
     with pytest.raises(TypeError, match="mixed_precision: expected a shardkit.fsdp.MixedPrecision"):
         fsdp.shard(fsdp_cases.tiny_gpt(), mixed_precision={"param_dtype": torch.bfloat16})
     with pytest.raises(TypeError, match="MixedPrecision.param_dtype"):

@@ -28,7 +28,7 @@ from torch import nn
 
 from shardkit.checkpointing.blocks import find_blocks
 from shardkit.checkpointing.budget import BlockProfile, choose_within_budget, profile_blocks
-from shardkit.checkpointing.policy import (
+from shardkit.memory.checkpoint_policy import (
     EveryBlock,
     EveryKth,
     MemoryBudget,

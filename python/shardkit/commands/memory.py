@@ -105,7 +105,7 @@ def _model(args):
 
 
 def _run(args) -> int:
-    from shardkit.memory import estimate, plot
+    from shardkit.memory import STRATEGIES, estimate, plot
 
     model = _model(args)
     checkpointing = int(args.checkpointing) if args.checkpointing.isdigit() else args.checkpointing
@@ -122,7 +122,7 @@ def _run(args) -> int:
     )
     strategies = [args.strategy]
     if args.compare:
-        strategies = ["NO_SHARD", "SHARD_GRAD_OP", "FULL_SHARD"] + (["HYBRID"] if args.host_size else [])
+        strategies = [s for s in STRATEGIES if s != "HYBRID" or args.host_size]
     try:
         estimates = {s: estimate(model, strategy=s, **common) for s in strategies}
     except (TypeError, ValueError) as exc:

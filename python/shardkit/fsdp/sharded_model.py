@@ -36,9 +36,9 @@ from shardkit import comm
 from shardkit.fsdp.flat_param import FlatGroup
 from shardkit.fsdp.hybrid import hybrid_groups
 from shardkit.fsdp.meta_init import check_init_args, is_meta_model, materialize_unit, parameter_registrations
+from shardkit.fsdp.strategies import STRATEGIES, strategy_name
 from shardkit.fsdp.units import assign_parameters, select_units
 
-STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID")
 _RESHARD_AFTER_FORWARD = ("FULL_SHARD", "HYBRID")
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
@@ -251,7 +251,9 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
             ``"HYBRID"`` (HSDP: FULL_SHARD over the ranks of each host, the
             hosts holding replicas whose gradient shards are all-reduced across
             hosts; needs the same number of ranks on every host, see
-            ``shardkit.comm.Group.topology`` and ``SHARDKIT_HOST_ID``).
+            ``shardkit.comm.Group.topology`` and ``SHARDKIT_HOST_ID``). The
+            aliases ``"ZERO3"``, ``"ZERO2"``, ``"DDP"`` and ``"HYBRID_SHARD"``
+            name the same strategies.
         mixed_precision: compute and reduction dtypes (``MixedPrecision``);
             the shards keep the parameters' dtype, so fp32 parameters are the
             fp32 masters.
@@ -280,8 +282,7 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
     nothing initialises raises ValueError naming it.
     """
     _check_model(model)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    strategy = strategy_name(strategy)
     if mixed_precision is None:
         mixed_precision = MixedPrecision()
     if not isinstance(mixed_precision, MixedPrecision):

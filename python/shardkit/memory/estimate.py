@@ -26,24 +26,14 @@ from typing import Any
 
 from torch import nn
 
-from shardkit.checkpointing.policy import MemoryBudget, parse_policy, policy_label, static_selection
+from shardkit.memory.checkpoint_policy import MemoryBudget, parse_policy, policy_label, static_selection
+from shardkit.fsdp.strategies import STRATEGIES, strategy_name
 from shardkit.memory import activations
 from shardkit.memory.report import format_bytes, format_table
 from shardkit.memory.spec import DecoderSpec
 
 PRECISIONS = {"fp32": 4, "bf16": 2, "fp16": 2}
 OPTIMIZERS = ("adamw", "sgd")
-_STRATEGY_ALIASES = {
-    "NO_SHARD": "NO_SHARD",
-    "DDP": "NO_SHARD",
-    "SHARD_GRAD_OP": "SHARD_GRAD_OP",
-    "ZERO2": "SHARD_GRAD_OP",
-    "FULL_SHARD": "FULL_SHARD",
-    "ZERO3": "FULL_SHARD",
-    "HYBRID": "HYBRID",
-    "HYBRID_SHARD": "HYBRID",
-}
-STRATEGIES = ("NO_SHARD", "SHARD_GRAD_OP", "FULL_SHARD", "HYBRID")
 MASTER_BYTES = 4  # fp32 master weights and optimizer state
 
 
@@ -103,15 +93,6 @@ class MemoryEstimate:
 
     def __str__(self) -> str:
         return self.table()
-
-
-def _strategy_name(strategy: Any) -> str:
-    raw = getattr(strategy, "name", strategy)  # accepts an enum member, e.g. a future fsdp.ShardingStrategy
-    key = str(raw).strip().upper().replace("-", "").replace(" ", "_")
-    key = {"ZERO_2": "ZERO2", "ZERO_3": "ZERO3"}.get(key, key)
-    if key not in _STRATEGY_ALIASES:
-        raise ValueError(f"strategy: expected one of {sorted(_STRATEGY_ALIASES)}, got {strategy!r}")
-    return _STRATEGY_ALIASES[key]
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -189,27 +170,27 @@ def estimate(
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
-    strategy_name = _strategy_name(strategy)
+    canonical = strategy_name(strategy)
     world_size, batch, seq_len = (
         _positive_int(n, v) for n, v in (("world_size", world_size), ("batch", batch), ("seq_len", seq_len))
     )
     if unit_params is not None:
         _positive_int("unit_params", unit_params)
-    if strategy_name == "HYBRID":
+    if canonical == "HYBRID":
         if host_size is None or _positive_int("host_size", host_size) > world_size or world_size % host_size:
             raise ValueError(f"host_size: HYBRID needs a divisor of world_size={world_size}, got {host_size!r}")
     policy = _checkpoint_selection(checkpointing)
     facts = _facts(model, unit_params)
 
-    shard = {"NO_SHARD": 1, "SHARD_GRAD_OP": world_size, "FULL_SHARD": world_size, "HYBRID": host_size}[strategy_name]
-    param_shard = shard if strategy_name in ("FULL_SHARD", "HYBRID") else 1
+    shard = {"NO_SHARD": 1, "SHARD_GRAD_OP": world_size, "FULL_SHARD": world_size, "HYBRID": host_size}[canonical]
+    param_shard = shard if canonical in ("FULL_SHARD", "HYBRID") else 1
     state_shard = shard  # grads, masters and moments
     weight_bytes = PRECISIONS[precision]
     mixed = precision != "fp32"
     state_per_param = 8 if optimizer == "adamw" else 4 * bool(sgd_momentum)
     # SHARD_GRAD_OP steps flat shards apart from the gathered parameters: fp32 ones are masters too.
-    has_master = mixed or (strategy_name == "SHARD_GRAD_OP" and shard > 1)
-    where = f"/ {shard} ranks ({strategy_name})" if shard > 1 else f"on every rank ({strategy_name})"
+    has_master = mixed or (canonical == "SHARD_GRAD_OP" and shard > 1)
+    where = f"/ {shard} ranks ({canonical})" if shard > 1 else f"on every rank ({canonical})"
     pad = " + padding of at most shard-1 elements per unit" if shard > 1 else ""
 
     def per_rank(count: int, nbytes: int, degree: int) -> int:
@@ -246,12 +227,12 @@ def estimate(
             ),
         ),
         _activation_item(facts.spec, policy, batch, seq_len, weight_bytes, precision),
-        _comm_item(strategy_name, facts, world_size, shard, weight_bytes),
+        _comm_item(canonical, facts, world_size, shard, weight_bytes),
     ]
     inputs = {
         "optimizer": optimizer,
         "precision": precision,
-        "strategy": strategy_name,
+        "strategy": canonical,
         "world_size": world_size,
         "host_size": host_size,
         "batch": batch,

@@ -30,9 +30,12 @@ def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(seen.values())
 
 
-def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """Every tensor in ``optimizer.state`` (moments, momentum buffers, step counters)."""
-    return [value for state in optimizer.state.values() for value in state.values() if isinstance(value, torch.Tensor)]
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer, *, masters: bool = False) -> list[torch.Tensor]:
+    """The tensors in ``optimizer.state``: its fp32 master weights (``master_param``, kept by the
+    fused optimizers for bf16/fp16 parameters) when ``masters``, else everything else (moments,
+    momentum buffers, step counters)."""
+    return [value for state in optimizer.state.values() for key, value in state.items()
+            if isinstance(value, torch.Tensor) and (key == "master_param") == masters]
 
 
 def model_state_bytes(
@@ -40,11 +43,14 @@ def model_state_bytes(
 ) -> dict[str, int]:
     """Measured bytes of params, grads, master weights and optimizer state.
 
-    ``master_weights`` are fp32 copies a mixed-precision loop keeps outside the
-    model (their own ``.grad`` is not counted: it is transient in such loops).
+    Master weights are the fp32 copies a mixed-precision loop keeps outside the
+    model, ``master_weights`` (their own ``.grad`` is not counted: it is
+    transient in such loops), plus those a fused optimizer keeps in its state.
     """
     params = list({id(p): p for p in model.parameters()}.values())
     masters = list(master_weights)
+    if optimizer is not None:
+        masters += optimizer_state_tensors(optimizer, masters=True)
     return {
         "params": unique_storage_bytes(params),
         "grads": unique_storage_bytes(p.grad for p in params if p.grad is not None),

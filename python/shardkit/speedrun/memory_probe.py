@@ -23,24 +23,10 @@ MODEL_STATE_ITEMS = ("params", "grads", "master_weights", "optimizer_state")
 ITEMS = (*MODEL_STATE_ITEMS, "activations", "comm_buffers")
 
 
-def _optimizer_bytes(optimizer) -> tuple[int, int]:
-    """(master weights, other state) bytes of this rank's optimizer."""
-    master = other = 0
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                nbytes = value.untyped_storage().nbytes()
-                if key == "master_param":
-                    master += nbytes
-                else:
-                    other += nbytes
-    return master, other
-
-
 def measure_rank(trainer) -> dict[str, int]:
     """This rank's bytes by item, from a probe forward/backward of the first micro-batch."""
     from shardkit import fsdp
-    from shardkit.memory import CommBufferProbe, SavedActivationCounter, unique_storage_bytes
+    from shardkit.memory import CommBufferProbe, SavedActivationCounter, model_state_bytes
 
     model = trainer.model
     state = fsdp.get_state(model)
@@ -52,13 +38,8 @@ def measure_rank(trainer) -> dict[str, int]:
             loss = trainer.compute_loss(model, batch, None)
             activations = saved.bytes
         loss.backward()
-    params = list(model.parameters())
-    master, moments = _optimizer_bytes(trainer.optimizer)
     out = {
-        "params": unique_storage_bytes(params),
-        "grads": unique_storage_bytes(p.grad for p in params if p.grad is not None),
-        "master_weights": master,
-        "optimizer_state": moments,
+        **model_state_bytes(model, trainer.optimizer),
         "activations": activations,
         "comm_buffers": probe.peak,
     }

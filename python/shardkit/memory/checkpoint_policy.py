@@ -1,4 +1,9 @@
-"""Checkpointing policies: which blocks recompute their activations in backward."""
+"""Checkpointing policies: which blocks recompute their activations in backward.
+
+The policies are plain descriptions, so they live below both their users:
+``shardkit.memory.estimate`` prices them and ``shardkit.checkpointing``
+(which re-exports them) applies them, measuring with ``shardkit.memory``.
+"""
 
 from __future__ import annotations
 
