@@ -207,6 +207,15 @@ def _extras(rank: int, world: int, gloo, ck: Checker) -> None:
     t = torch.ones(3)
     dist.all_reduce(t, group=mesh.get_group())
     ck.same(f"rank {rank} DeviceMesh group", t, torch.full((3,), float(world)), torch.float32, exact=True)
+    # functional collectives and DTensor redistribution resolve the group by name
+    import torch.distributed._functional_collectives as fc
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    got = fc.all_reduce(torch.full((3,), rank + 1.0), "sum", mesh)
+    ck.same(f"rank {rank} funcol all_reduce", got, torch.full((3,), world * (world + 1) / 2), torch.float32, exact=True)
+    full = torch.arange(4.0 * world)
+    got = distribute_tensor(full, mesh, [Shard(0)]).redistribute(mesh, [Replicate()]).to_local()
+    ck.same(f"rank {rank} DTensor Shard -> Replicate", got, full, torch.float32, exact=True)
 
 
 # ---- faults ----------------------------------------------------------------------------

@@ -172,8 +172,6 @@ class ShardkitProcessGroup(dist.ProcessGroup):
         def job():
             try:
                 fn()
-            except ops.NeedsGloo:
-                raise AssertionError("NeedsGloo after dispatch") from None
             except BaseException as exc:
                 fut.set_exception(exc)
                 raise
@@ -217,7 +215,7 @@ class ShardkitProcessGroup(dist.ProcessGroup):
         opts = _opts(opts, AllreduceOptions)
         op = opts.reduceOp
         return self._native_or_gloo(
-            lambda: [ops._native_reduction(t, op) for t in tensors],
+            lambda: [ops.native_reduction(t, op) for t in tensors],
             lambda: ops.all_reduce(self.comm_group, tensors, op), tensors, opts,
             lambda: self.gloo.allreduce(tensors, opts))
 
@@ -226,7 +224,7 @@ class ShardkitProcessGroup(dist.ProcessGroup):
         opts = opts if opts is not None else AllreduceCoalescedOptions()
         op = opts.reduceOp
         return self._native_or_gloo(
-            lambda: [ops._native_reduction(t, op) for t in tensors],
+            lambda: [ops.native_reduction(t, op) for t in tensors],
             lambda: ops.all_reduce(self.comm_group, tensors, op), tensors, opts,
             lambda: self.gloo.allreduce_coalesced(tensors, opts))
 
@@ -235,7 +233,7 @@ class ShardkitProcessGroup(dist.ProcessGroup):
         opts = _opts(opts, ReduceOptions)
         t = _single(tensors, "tensors")
         return self._native_or_gloo(
-            lambda: ops._native_reduction(t, opts.reduceOp),
+            lambda: ops.native_reduction(t, opts.reduceOp),
             lambda: ops.reduce(self.comm_group, t, opts.rootRank, opts.reduceOp), tensors, opts,
             lambda: self.gloo.reduce(tensors, opts))
 
@@ -243,7 +241,7 @@ class ShardkitProcessGroup(dist.ProcessGroup):
     def reduce_scatter_single(self, output, input, opts=None):
         opts = _opts(opts, ReduceScatterOptions)
         return self._native_or_gloo(
-            lambda: ops._native_reduction(input, opts.reduceOp),
+            lambda: ops.native_reduction(input, opts.reduceOp),
             lambda: ops.reduce_scatter_single(self.comm_group, output, input, opts.reduceOp), [output], opts,
             lambda: self.gloo.reduce_scatter_single(output, input, opts))
 
@@ -258,7 +256,7 @@ class ShardkitProcessGroup(dist.ProcessGroup):
                 ops.reduce_scatter_single(self.comm_group, out, inp, opts.reduceOp)
 
         return self._native_or_gloo(
-            lambda: [ops._native_reduction(t, opts.reduceOp) for t in inputs], run, outputs, opts,
+            lambda: [ops.native_reduction(t, opts.reduceOp) for t in inputs], run, outputs, opts,
             lambda: self.gloo.reduce_scatter_single_coalesced(outputs, inputs, opts))
 
     reduce_scatter_tensor_coalesced = reduce_scatter_single_coalesced
@@ -269,7 +267,7 @@ class ShardkitProcessGroup(dist.ProcessGroup):
         out = _single(outputs, "output_tensors")
         inputs = _single(input_lists, "input_tensor_lists")
         return self._native_or_gloo(
-            lambda: ops._native_reduction(out, opts.reduceOp),
+            lambda: ops.native_reduction(out, opts.reduceOp),
             lambda: ops.reduce_scatter(self.comm_group, out, inputs, opts.reduceOp), outputs, opts,
             lambda: self.gloo.reduce_scatter(outputs, input_lists, opts))
 

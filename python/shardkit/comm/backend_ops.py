@@ -46,7 +46,8 @@ def reduce_op_name(op) -> str | None:
     return None
 
 
-def _native_reduction(t: torch.Tensor, op) -> str:
+def native_reduction(t: torch.Tensor, op) -> str:
+    """The native op name for reducing ``t`` with ``op``; raises NeedsGloo when only gloo can."""
     name = reduce_op_name(op)
     if name is None or t.dtype not in coll.SUPPORTED_DTYPES:
         raise NeedsGloo
@@ -97,7 +98,7 @@ def _word_count(t: torch.Tensor) -> int:
 
 
 def all_reduce(g: Group, tensors: list[torch.Tensor], op) -> None:
-    names = [_native_reduction(t, op) for t in tensors]
+    names = [native_reduction(t, op) for t in tensors]
     for t, name in zip(tensors, names):
         work, copied = _contig(t)
         coll.all_reduce(g, work, name)
@@ -106,7 +107,7 @@ def all_reduce(g: Group, tensors: list[torch.Tensor], op) -> None:
 
 
 def reduce(g: Group, t: torch.Tensor, root: int, op) -> None:
-    name = _native_reduction(t, op)
+    name = native_reduction(t, op)
     work, copied = _contig(t)
     coll.reduce(g, work, root, name)
     if copied and g.rank == root:
@@ -114,7 +115,7 @@ def reduce(g: Group, t: torch.Tensor, root: int, op) -> None:
 
 
 def reduce_scatter_single(g: Group, out: torch.Tensor, inp: torch.Tensor, op) -> None:
-    name = _native_reduction(inp, op)
+    name = native_reduction(inp, op)
     if out.dtype != inp.dtype:
         raise TypeError(f"output: expected dtype {inp.dtype} (as input), got {out.dtype}")
     if inp.numel() != g.world_size * out.numel():
@@ -127,7 +128,7 @@ def reduce_scatter_single(g: Group, out: torch.Tensor, inp: torch.Tensor, op) ->
 
 
 def reduce_scatter(g: Group, out: torch.Tensor, inputs: list[torch.Tensor], op) -> None:
-    _native_reduction(out, op)
+    native_reduction(out, op)
     if len(inputs) != g.world_size:
         raise ValueError(f"input_list: expected world_size = {g.world_size} tensors, got {len(inputs)}")
     for i, t in enumerate(inputs):
