@@ -119,6 +119,25 @@ void copy2(void* a, void* b, const void* src, int64_t bytes) {
   if (b != nullptr) std::memcpy(b, src, bytes);
 }
 
+// Rooted collectives (broadcast, reduce) start with every rank checking
+// every other rank's description, root included: in a star broadcast a rank
+// that believes itself the root reads nothing, so ranks that disagree on the
+// root would otherwise return with diverged data (or, in the reduce chain,
+// wait for one another until the timeout). One small exchange per call.
+void agree_on_desc(Run& run) {
+  ShmTransport& t = run.t;
+  const uint32_t id = run.next_id++;
+  Readers others;
+  for (int i = 0; i < t.world; ++i) others.set(i, i != t.rank);
+  t.acquire(slot_of(id));
+  t.publish(slot_of(id), id, others);
+  for (int src = 0; src < t.world; ++src) {
+    if (src == t.rank) continue;
+    t.await(src, slot_of(id), id);
+    t.release(src, id);
+  }
+}
+
 }  // namespace
 
 ShmGroup::ShmGroup(const std::string& name, int rank, int world, int64_t slot_bytes, double timeout_s,
@@ -367,7 +386,9 @@ void ShmGroup::broadcast(void* data, int64_t n, DType dtype, int root) {
   SHARDKIT_CHECK(root >= 0 && root < p, "src: expected a local rank in 0..", p - 1, ", got ", root);
   t_->begin(CollDesc{0, static_cast<int32_t>(CollKind::kBroadcast), static_cast<int32_t>(dtype), 0, root, 0, 0, n});
   Run run(*t_, dtype, ReduceOp::kSum);
-  if (n == 0 || p == 1) return;
+  if (p == 1) return;
+  agree_on_desc(run);
+  if (n == 0) return;
   // Star: the root writes each chunk once and every rank reads it from there,
   // which on shared memory beats relaying it around a ring.
   Readers others;
@@ -393,11 +414,12 @@ void ShmGroup::reduce(void* out, const void* in, int64_t n, DType dtype, ReduceO
   t_->begin(CollDesc{0, static_cast<int32_t>(CollKind::kReduce), static_cast<int32_t>(dtype),
                      static_cast<int32_t>(op), root, 0, 0, n});
   Run run(*t_, dtype, op);
-  if (n == 0) return;
   if (p == 1) {
-    copy2(out, nullptr, in, n * run.esize);
+    if (n > 0) copy2(out, nullptr, in, n * run.esize);
     return;
   }
+  agree_on_desc(run);
+  if (n == 0) return;
   // Chain root+1 -> root+2 -> ... -> root, pipelined by chunks.
   const int pos = ((r - root - 1) % p + p) % p;
   const int prev = (r - 1 + p) % p, next = (r + 1) % p;

@@ -100,9 +100,8 @@ std::string describe(const CollDesc& d) {
     s << ", op=" << (d.op >= 0 && d.op < 4 ? ops[d.op] : "?");
   }
   if (d.kind == static_cast<int32_t>(CollKind::kAllReduce)) s << ", algo=" << (d.algo == 0 ? "ring" : "tree");
-  if (d.kind == static_cast<int32_t>(CollKind::kBroadcast) || d.kind == static_cast<int32_t>(CollKind::kReduce)) {
-    s << ", root=" << d.root;
-  }
+  if (d.kind == static_cast<int32_t>(CollKind::kBroadcast)) s << ", src=" << d.root;
+  if (d.kind == static_cast<int32_t>(CollKind::kReduce)) s << ", dst=" << d.root;
   s << ")";
   return s.str();
 }

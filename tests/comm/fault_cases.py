@@ -49,6 +49,15 @@ def mismatch(rank: int, world: int, case: str) -> dict:
     elif case == "collective":
         t = torch.ones(64)
         call = (lambda: comm.all_reduce(t)) if rank == 0 else (lambda: comm.broadcast(t, 0))
+    elif case == "src":  # every rank believes itself the root
+        t = torch.full((64,), float(rank))
+        call = lambda: comm.broadcast(t, src=rank)  # noqa: E731
+    elif case == "dst":
+        t = torch.full((64,), float(rank))
+        call = lambda: comm.reduce(t, dst=rank)  # noqa: E731
+    elif case == "src_empty":  # zero-size tensors are checked too
+        t = torch.ones(0)
+        call = lambda: comm.broadcast(t, src=rank)  # noqa: E731
     else:  # a rank that skipped a collective (zero-size ones return at once)
         t = torch.ones(64)
         empty = torch.ones(0)

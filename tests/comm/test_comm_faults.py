@@ -3,7 +3,9 @@ the timeout; ranks calling different collectives raise instead of mixing
 memory; bad arguments raise clear errors; no segment is left in /dev/shm."""
 
 import os
+import re
 import subprocess
+import time
 
 import pytest
 
@@ -45,6 +47,21 @@ def test_mismatched_collectives_raise(case):
     assert all(e is not None for e in errors), errors
     assert any("mismatch" in e for e in errors), errors
     assert all(r["finite"] for r in results)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("case", ["src", "dst", "src_empty"])
+def test_mismatched_roots_raise_naming_both(case, world):
+    # Ranks that disagree on broadcast's src or reduce's dst used to return
+    # with diverged tensors (or wait for each other until the timeout).
+    start = time.monotonic()
+    results = spawn(fault_cases.mismatch, world, args=(case,), timeout=60)
+    errors = [r["error"] for r in results]
+    assert all(e is not None for e in errors), errors
+    name = "dst" if case == "dst" else "src"
+    # The message names both ranks' values, e.g. "... src=0) but rank 1 ... called broadcast #1 (... src=1)".
+    assert any("mismatch" in e and len(set(re.findall(rf"\b{name}=(\d+)", e))) == 2 for e in errors), errors
+    assert time.monotonic() - start < 15  # detected at once, not by the 20 s timeout
 
 
 def test_bad_arguments_raise_clear_errors():

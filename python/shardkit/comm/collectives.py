@@ -110,7 +110,7 @@ def _hier_all_reduce(group: Group, out, tensor, op: str, algo: str) -> None:
     n, code = work.numel(), _code(work)
     group.shm.reduce(work.data_ptr(), work.data_ptr(), n, code, _OP_CODES[sum_like], 0)
     if group.is_leader:
-        dist.all_reduce(work, op=_TORCH_OPS[sum_like], group=group.leaders_group)
+        group.leaders.all_reduce(work, sum_like)
         if op == "avg":
             work.div_(group.world_size)
     group.shm.broadcast(work.data_ptr(), n, code, 0)
@@ -179,7 +179,7 @@ def _hier_all_gather(group: Group, out, inp) -> None:
         padded = torch.zeros(width, dtype=inp.dtype)
         padded[: host_blocks.numel()] = host_blocks
         gathered = [torch.empty(width, dtype=inp.dtype) for _ in range(topo.num_hosts)]
-        dist.all_gather(gathered, padded, group=group.leaders_group)
+        group.leaders.all_gather(gathered, padded)
         for h, ranks in enumerate(topo.hosts):
             for i, r in enumerate(ranks):
                 out[r * m : (r + 1) * m] = gathered[h][i * m : (i + 1) * m]
@@ -207,8 +207,7 @@ def broadcast(group: Group, tensor, src: int, *, async_op=False) -> Work | None:
             group.shm.broadcast(tensor.data_ptr(), n, code, topo.hosts[src_host].index(src))
         if topo.num_hosts > 1:
             if group.is_leader:
-                leader = group.global_ranks[topo.hosts[src_host][0]]
-                dist.broadcast(tensor, src=leader, group=group.leaders_group)
+                group.leaders.broadcast(tensor, src_host)
             if src_host != group.host_index:
                 group.shm.broadcast(tensor.data_ptr(), n, code, 0)
 
@@ -233,8 +232,7 @@ def reduce(group: Group, tensor, dst: int, op="sum", *, async_op=False) -> Work 
         group.shm.reduce(work.data_ptr(), work.data_ptr(), n, code, _OP_CODES[sum_like], 0)
         dst_host = topo.host_of[dst]
         if group.is_leader:
-            leader = group.global_ranks[topo.hosts[dst_host][0]]
-            dist.reduce(work, dst=leader, op=_TORCH_OPS[sum_like], group=group.leaders_group)
+            group.leaders.reduce(work, dst_host, sum_like)
         if group.host_index == dst_host:
             group.shm.broadcast(work.data_ptr(), n, code, 0)
             if group.rank == dst:
@@ -250,7 +248,7 @@ def barrier(group: Group, *, async_op=False) -> Work | None:
         group.shm.barrier()
         if group.topology.num_hosts > 1:
             if group.is_leader:
-                dist.barrier(group=group.leaders_group)
+                group.leaders.barrier()
             group.shm.barrier()
 
     return _run(group, run, async_op)

@@ -1,25 +1,32 @@
 """Process groups of ``shardkit.comm``: who is where, and the transports.
 
-A Group wraps a ``torch.distributed`` group. Ranks are grouped by host (the
-host id is the hostname plus the boot id, or ``SHARDKIT_HOST_ID`` when set,
-which lets tests simulate several hosts on one machine). The ranks of one
-host share a shared-memory segment (``shardkit._C.ShmGroup``); the first
-rank of every host (its leader) is also in a ``torch.distributed`` subgroup
-of leaders, used by the hierarchical cross-host path.
+A Group is made either over a registered ``torch.distributed`` group
+(``Group(torch_group, ...)``, what ``shardkit.comm.init`` does) or from a
+bare ``(store, rank, world_size)`` (``Group.from_store``, what the
+``shardkit`` torch.distributed backend does: inside its creator no group
+exists yet). Ranks are grouped by host (the host id is the hostname plus the
+boot id, or ``SHARDKIT_HOST_ID`` when set, which lets tests simulate several
+hosts on one machine). The ranks of one host share a shared-memory segment
+(``shardkit._C.ShmGroup``); the first rank of every host (its leader) is also
+in a gloo group of leaders (``Leaders``), used by the hierarchical cross-host
+path.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.distributed as dist
 
 from shardkit import _native
 from shardkit.comm import cost_model
+from shardkit.comm.leaders import Leaders
 from shardkit.comm.work import Executor
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -62,16 +69,22 @@ class Group:
         model: the cost model ``algo="auto"`` uses (identical on all ranks).
     """
 
-    def __init__(self, torch_group, *, timeout: float, slot_bytes: int, host_id: str | None) -> None:
+    def __init__(self, torch_group=None, *, timeout: float, slot_bytes: int, host_id: str | None,
+                 _store_args: tuple | None = None) -> None:
         C = _native.require_native("shardkit.comm")
         self.torch_group = torch_group
-        self.rank = dist.get_rank(torch_group)
-        self.world_size = dist.get_world_size(torch_group)
         self.timeout = float(timeout)
+        if _store_args is None:
+            self.rank = dist.get_rank(torch_group)
+            self.world_size = dist.get_world_size(torch_group)
+            self.global_ranks = [dist.get_global_rank(torch_group, r) for r in range(self.world_size)]
+            exchange = _exchange_over_group(torch_group, self.world_size)
+        else:
+            store, self.rank, self.world_size, global_ranks = _store_args
+            self.global_ranks = list(global_ranks) if global_ranks is not None else list(range(self.world_size))
+            exchange = _exchange_over_store(store, self.rank, self.world_size, self.timeout)
         host = host_id or default_host_id()
-        info = {"host": host, "pid": os.getpid(), "token": uuid.uuid4().hex[:12]}
-        infos: list = [None] * self.world_size
-        dist.all_gather_object(infos, info, group=torch_group)
+        infos = exchange("info", {"host": host, "pid": os.getpid(), "token": uuid.uuid4().hex[:12]})
         hosts: dict[str, list[int]] = {}
         for r, entry in enumerate(infos):
             hosts.setdefault(entry["host"], []).append(r)
@@ -85,13 +98,11 @@ class Group:
         local = host_list[self.host_index]
         self.local_rank = local.index(self.rank)
         self.local_world_size = len(local)
-        self.global_ranks = [dist.get_global_rank(torch_group, r) for r in range(self.world_size)]
 
         # Every rank uses rank 0's constants, so "auto" picks the same algorithm everywhere.
         model_key = cost_model.cache_key(infos[0]["host"], len(host_list[0]))
-        models: list = [None] * self.world_size
         cached = cost_model.load_cached(model_key) if self.rank == 0 else None
-        dist.all_gather_object(models, cached.to_dict() if cached else None, group=torch_group)
+        models = exchange("model", cached.to_dict() if cached else None)
         self.model = cost_model.CostModel.from_dict(models[0]) if models[0] else cost_model.CostModel()
         self.model_key = model_key
 
@@ -99,15 +110,40 @@ class Group:
         name = f"shardkit_{infos[leader]['pid']}_{infos[0]['token']}_{self.host_index}"
         self.shm = C.ShmGroup(name, self.local_rank, self.local_world_size, int(slot_bytes), self.timeout,
                               [self.global_ranks[r] for r in local])
-        self.leaders_group = None
+        self.leaders: Leaders | None = None
         self.is_leader = self.local_rank == 0
         if self.topology.num_hosts > 1:
-            leader_ranks = [self.global_ranks[ranks[0]] for ranks in host_list]
-            # new_group is collective over the whole default group.
-            self.leaders_group = dist.new_group(leader_ranks, timeout=datetime.timedelta(seconds=self.timeout))
+            if _store_args is None:
+                leader_ranks = [self.global_ranks[ranks[0]] for ranks in host_list]
+                # new_group is collective over the whole default group.
+                made = dist.new_group(leader_ranks, timeout=datetime.timedelta(seconds=self.timeout))
+                self.leaders = Leaders(made) if self.is_leader else None
+            elif self.is_leader:
+                self.leaders = Leaders.from_store(store, self.host_index, self.topology.num_hosts, self.timeout)
         self.executor = Executor()
         # Groups made from this one (e.g. HYBRID's per-host shard group), released with it.
         self.subgroups: list[Group] = []
+
+    @classmethod
+    def from_store(cls, store, rank: int, world_size: int, *, timeout: float, slot_bytes: int,
+                   host_id: str | None = None, global_ranks=None) -> Group:
+        """A Group of ``world_size`` ranks that meet through ``store`` (a ``torch.distributed.Store``).
+
+        Needs no ``torch.distributed`` group: host information goes through the
+        store (keys under ``shardkit_group/``), and across hosts the leaders get
+        a gloo group of their own, made from the same store. ``global_ranks``
+        (default ``range(world_size)``) only name ranks in error messages.
+        Collective over the ``world_size`` ranks: every one must call it.
+        """
+        if not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank: expected an int in 0..{world_size - 1}, got {rank!r}")
+        return cls(None, timeout=timeout, slot_bytes=slot_bytes, host_id=host_id,
+                   _store_args=(dist.PrefixStore("shardkit_group/", store), rank, world_size, global_ranks))
+
+    @property
+    def leaders_group(self):
+        """The leaders' ``torch.distributed`` process group (None off leaders or on one host)."""
+        return None if self.leaders is None else self.leaders.pg
 
     def local_ranks(self, host: int | None = None) -> tuple[int, ...]:
         """Group ranks on ``host`` (default: this host)."""
@@ -126,6 +162,33 @@ class Group:
             self.subgroups.pop().destroy()
         self.executor.shutdown()
         self.shm.close()
+
+
+def _exchange_over_group(torch_group, world_size: int) -> Callable[[str, object], list]:
+    def exchange(_key: str, obj) -> list:
+        out: list = [None] * world_size
+        dist.all_gather_object(out, obj, group=torch_group)
+        return out
+
+    return exchange
+
+
+def _exchange_over_store(store, rank: int, world_size: int, timeout: float) -> Callable[[str, object], list]:
+    """Every rank writes its object under ``key/rank`` and reads everyone's; a rank that
+    never writes makes the others raise naming it after ``timeout`` seconds."""
+
+    def exchange(key: str, obj) -> list:
+        store.set(f"{key}/{rank}", pickle.dumps(obj))
+        keys = [f"{key}/{r}" for r in range(world_size)]
+        try:
+            store.wait(keys, datetime.timedelta(seconds=timeout))
+        except Exception as exc:  # noqa: BLE001 - re-raised naming the missing ranks
+            missing = [r for r, k in enumerate(keys) if not store.check([k])]
+            raise TimeoutError(f"shardkit.comm: group creation timed out after {timeout} s: rank {rank} waited for "
+                               f"ranks {missing} to join") from exc
+        return [pickle.loads(store.get(k)) for k in keys]
+
+    return exchange
 
 
 def join(group=None, *, timeout: float | None = None, slot_bytes: int | None = None, host_id: str | None = None) -> Group:

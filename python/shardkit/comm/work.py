@@ -58,7 +58,8 @@ class Executor:
     def run(self, fn: Callable[[], None]) -> None:
         """Run now on this thread, or after the pending async ones."""
         with self._lock:
-            inline = self._pending == 0
+            # On the worker thread itself (a queued job that runs collectives) it is this job's turn.
+            inline = self._pending == 0 or threading.current_thread() is self._thread
         if inline:
             fn()
         else:
