@@ -62,7 +62,7 @@ def test_tiktoken_export_and_import(small_tokenizer, english_docs):
 def test_tiktoken_import_with_scrambled_byte_ranks(english_docs):
     # Real tiktoken tables (cl100k, r50k) do not give byte b the id b.
     tiktoken = pytest.importorskip("tiktoken")
-    base = BPETokenizer.train(english_docs[:300], 600)
+    base = BPETokenizer.train_from_iterator(english_docs[:300], 600)
     order = list(range(256))[::-1]
     ranks = {bytes([b]): r for r, b in enumerate(order)}
     for i, t in enumerate(base.tokens[256:]):

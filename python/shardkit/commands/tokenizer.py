@@ -48,13 +48,14 @@ def _train(args) -> int:
     from shardkit import corpus
     from shardkit.tokenizer import CHAT_SPECIAL_TOKENS, BPETokenizer
 
-    if args.input:
-        source = [Path(p) for p in args.input]
-    else:
-        source = [corpus.open_text(name).read() for name in corpus.names()]
     special = list(CHAT_SPECIAL_TOKENS) if args.special is None else args.special
-    tok = BPETokenizer.train(source, args.vocab_size, pattern=args.pattern, special_tokens=special,
-                             min_frequency=args.min_frequency, threads=args.threads, progress=not args.no_progress)
+    options = dict(pattern=args.pattern, special_tokens=special, min_frequency=args.min_frequency,
+                   threads=args.threads, progress=not args.no_progress)
+    if args.input:
+        tok = BPETokenizer.train(args.input, args.vocab_size, **options)
+    else:
+        texts = [corpus.open_text(name).read() for name in corpus.names()]
+        tok = BPETokenizer.train_from_iterator(texts, args.vocab_size, **options)
     out = Path(args.out)
     tok.save(out / "shardkit.json")
     tok.save_hf(out)

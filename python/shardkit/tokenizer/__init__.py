@@ -1,7 +1,7 @@
 """Byte-level BPE tokenizer with native training and encoding.
 
-``BPETokenizer.train(files_or_iterator, vocab_size, pattern="gpt4", ...)``
-learns merges with rustbpe's exact tie rules; ``encode``/``decode`` follow
+``BPETokenizer.train(files, vocab_size, pattern="gpt4", ...)`` (paths) and
+``BPETokenizer.train_from_iterator(texts, vocab_size, ...)`` (strings) learn merges with rustbpe's exact tie rules; ``encode``/``decode`` follow
 tiktoken. See :mod:`shardkit.tokenizer.bpe`.
 """
 
