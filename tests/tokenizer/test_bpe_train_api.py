@@ -7,8 +7,6 @@ import pytest
 from shardkit.tokenizer import BPETokenizer
 from shardkit.tokenizer.training import MAX_VOCAB_SIZE
 
-pytestmark = pytest.mark.native
-
 TEXT = "the cat sat on the mat; the cat ate the rat. " * 20
 
 
