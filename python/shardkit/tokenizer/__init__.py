@@ -9,6 +9,7 @@ from shardkit.tokenizer.bpe import BPETokenizer
 from shardkit.tokenizer.chat import CHAT_SPECIAL_TOKENS, ChatEncoding, ChatTemplate
 from shardkit.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN, NAMED_PATTERNS, O200K_PATTERN
 from shardkit.tokenizer.processing import TrainerTokenizer
+from shardkit.tokenizer.splitter import PatternTimeoutError
 
 __all__ = [
     "BPETokenizer",
@@ -19,5 +20,6 @@ __all__ = [
     "GPT4_PATTERN",
     "NAMED_PATTERNS",
     "O200K_PATTERN",
+    "PatternTimeoutError",
     "TrainerTokenizer",
 ]

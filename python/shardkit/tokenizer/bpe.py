@@ -16,8 +16,9 @@ from collections.abc import Collection, Iterable, Sequence
 from shardkit import _native
 from shardkit.tokenizer import formats
 from shardkit.tokenizer.chat import ChatEncoding, ChatTemplate, render_chat
-from shardkit.tokenizer.patterns import compile_pattern, resolve_pattern
+from shardkit.tokenizer.patterns import resolve_pattern
 from shardkit.tokenizer.reference import encode_reference, tokens_from_merges
+from shardkit.tokenizer.splitter import Splitter
 from shardkit.tokenizer.training import (
     check_documents,
     check_train_options,
@@ -53,7 +54,13 @@ class BPETokenizer:
     Args:
         tokens: the bytes of every mergeable token, indexed by id (= rank).
             All 256 single bytes must be present.
-        pattern: ``"gpt4"``, ``"gpt2"``, ``"o200k"`` or a custom ``regex`` pattern.
+        pattern: ``"gpt4"``, ``"gpt2"``, ``"o200k"`` (native splitters) or a custom
+            ``regex`` pattern. A custom pattern must have no capture groups and
+            match every character (checked here on a probe text, and on every
+            text it splits); it runs in Python under a time limit linear in the
+            text's length, past which encoding raises ``PatternTimeoutError``
+            (see :mod:`shardkit.tokenizer.splitter`). A name-like string that
+            is no known name (``"gpt5"``) raises "unknown pattern name".
         special_tokens: name -> id, every id at or after ``len(tokens)``.
         merges: the (left id, right id) pair of each token after the first
             256, when known (training and GPT-2 files give them).
@@ -71,7 +78,8 @@ class BPETokenizer:
     ):
         self._tokens = formats.check_tokens(tokens)
         self._pattern, self._native_code = resolve_pattern(pattern)
-        self._compiled = compile_pattern(self._pattern) if self._native_code is None else None
+        # Custom patterns are checked here (groups, coverage), so a bad one fails at load, not at encode.
+        self._splitter = Splitter(self._pattern) if self._native_code is None else None
         self._special = formats.check_special_tokens(special_tokens or {}, self._tokens)
         self._merges = formats.check_merges(merges, self._tokens) if merges is not None else None
         self.chat_template = chat_template or ChatTemplate()
@@ -231,10 +239,9 @@ class BPETokenizer:
             return encode_reference(self._pattern, self._ranks_dict(), data)
         if self._native_code is not None:
             return self._encoder.encode(data)
-        text = data.decode("utf-8", "surrogateescape")
         offsets = [0]
-        for m in self._compiled.findall(text):
-            offsets.append(offsets[-1] + len(m.encode("utf-8", "surrogateescape")))
+        for chunk in self._splitter.split_bytes(data):
+            offsets.append(offsets[-1] + len(chunk))
         return self._encoder.encode_chunks(data, offsets)
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -372,9 +379,23 @@ class BPETokenizer:
         formats.save_json(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        """Read a tokenizer saved by :meth:`save`. Plain JSON: loading never runs code."""
-        return formats.load_json(cls, path)
+    def load(cls, path: str | os.PathLike, *, trust_pattern: bool = False) -> BPETokenizer:
+        """Read a tokenizer saved by :meth:`save`. Plain JSON: loading never runs code.
+
+        Args:
+            path: the JSON file.
+            trust_pattern: accept a split pattern other than the built-in ones
+                (gpt4, gpt2, o200k). Off by default: a custom pattern is a regex
+                from the file that runs on every text you encode, and a hostile
+                one can backtrack for minutes or split text in surprising
+                ways. Even when trusted it is checked at load (no capture
+                groups, every character matched) and runs under a time limit
+                (see :mod:`shardkit.tokenizer.splitter`); pass True for files
+                you wrote yourself or otherwise trust.
+        """
+        if not isinstance(trust_pattern, bool):
+            raise TypeError(f"trust_pattern: expected bool, got {type(trust_pattern).__name__}")
+        return formats.load_json(cls, path, trust_pattern)
 
     def save_hf(self, directory: str | os.PathLike) -> None:
         """Export Hugging Face ``tokenizer.json`` (+ ``tokenizer_config.json`` with the chat template)."""

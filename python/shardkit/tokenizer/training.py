@@ -16,8 +16,8 @@ from pathlib import Path
 
 from shardkit import _native
 from shardkit.tokenizer.formats import check_special_names
-from shardkit.tokenizer.patterns import compile_pattern
-from shardkit.tokenizer.reference import count_words_reference, train_reference
+from shardkit.tokenizer.splitter import splitter_for
+from shardkit.tokenizer.reference import train_reference
 
 # Documents are handed to the native counter in batches of about this many bytes.
 BATCH_BYTES = 16 << 20
@@ -77,12 +77,15 @@ def file_paths(files) -> list[Path]:
         paths = [Path(item) for item in items]
     if not paths:
         raise ValueError("files: empty corpus (no files given)")
-    for path in paths:
+    for i, path in enumerate(paths):
         # open() raises FileNotFoundError / IsADirectoryError / PermissionError
         # with the path in the message; a FIFO or device would pass it, hence
         # the regular-file check.
-        with open(path, "rb"):
-            pass
+        try:
+            with open(path, "rb"):
+                pass
+        except UnicodeEncodeError:
+            raise ValueError(f"files[{i}]: {str(path)!r} cannot be a file name (it has a lone surrogate)") from None
         if not path.is_file():
             raise ValueError(f"files: {str(path)!r} is not a regular file")
     return paths
@@ -136,25 +139,33 @@ def _batches(documents: Iterable) -> Iterator[tuple[bytes, list[int]]]:
         yield b"".join(parts), offsets
 
 
+def _labelled_documents(files, documents):
+    """(bytes, how errors name it) of each file or document, read lazily."""
+    if files is not None:
+        return ((p.read_bytes(), f"file {str(p)!r}") for p in files)
+    return ((_as_bytes(d, i), f"iterator[{i}]") for i, d in enumerate(documents))
+
+
 def count_words(files, documents, pattern_text: str, native_code: int | None, threads: int, bar=None):
     """Count the chunks of the corpus; returns a native counter or a Counter (no native core)."""
     native = _native.C
-    if native is None:
-        docs = (p.read_bytes() for p in files) if files is not None else (_as_bytes(d, i) for i, d in enumerate(documents))
-        return count_words_reference(pattern_text, docs)
-    counter = native.BpeWordCounter()
-    if native_code is None:
-        compiled = compile_pattern(pattern_text)
+    if native is None or native_code is None:
+        # Split in Python: custom patterns, or any pattern without the native
+        # core. The splitter is checked (groups, coverage) before any file is
+        # read, and time-limited per document.
+        splitter = splitter_for(pattern_text)
         local: Counter = Counter()
-        docs = (p.read_bytes() for p in files) if files is not None else (_as_bytes(d, i) for i, d in enumerate(documents))
-        for data in docs:
-            text = data.decode("utf-8", "surrogateescape")
-            local.update(m.encode("utf-8", "surrogateescape") for m in compiled.findall(text))
+        for data, what in _labelled_documents(files, documents):
+            local.update(splitter.split_bytes(data, what=what))
             if bar is not None:
                 bar.update(len(data))
+        if native is None:
+            return local
+        counter = native.BpeWordCounter()
         for chunk, count in local.items():
             counter.add(chunk, count)
         return counter
+    counter = native.BpeWordCounter()
     if files is not None:
         for path in files:
             size = counter.count_file(native_code, str(path), threads)
