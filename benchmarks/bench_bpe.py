@@ -68,8 +68,10 @@ def train_worker(trainer: str, corpus: str, vocab: int, threads: int) -> dict:
 
         before = rss_now_mb()  # after importing shardkit (and torch with it)
         t0 = time.perf_counter()
-        source = Path(corpus) if docs is None else docs
-        tokens = BPETokenizer.train(source, vocab, threads=threads).tokens
+        if docs is None:
+            tokens = BPETokenizer.train(Path(corpus), vocab, threads=threads).tokens
+        else:
+            tokens = BPETokenizer.train_from_iterator(docs, vocab, threads=threads).tokens
     elif trainer == "rustbpe":
         import rustbpe
 

@@ -17,7 +17,7 @@ CHAT = [{"role": "user", "content": "993-7=?"}, {"role": "assistant", "content":
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     text = corpus.open_text("moby_dick").read()[:200_000]
-    bpe = BPETokenizer.train([text], 600, pattern=DIGIT_PATTERN, special_tokens=CHAT_SPECIAL_TOKENS)
+    bpe = BPETokenizer.train_from_iterator([text], 600, pattern=DIGIT_PATTERN, special_tokens=CHAT_SPECIAL_TOKENS)
     ours = TrainerTokenizer(bpe)
     directory = tmp_path_factory.mktemp("hf")
     bpe.save_hf(directory)

@@ -27,4 +27,4 @@ def small_tokenizer(english_docs, chinese_docs):
     """A 2000-id tokenizer with the chat special tokens, trained on a slice of both languages."""
     from shardkit.tokenizer import CHAT_SPECIAL_TOKENS, BPETokenizer
 
-    return BPETokenizer.train(english_docs[:3000] + chinese_docs[:3000], 2000, special_tokens=CHAT_SPECIAL_TOKENS)
+    return BPETokenizer.train_from_iterator(english_docs[:3000] + chinese_docs[:3000], 2000, special_tokens=CHAT_SPECIAL_TOKENS)

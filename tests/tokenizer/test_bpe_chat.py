@@ -56,6 +56,6 @@ def test_bad_messages_raise(small_tokenizer):
 
 
 def test_tokenizer_without_role_tokens_says_what_is_missing(english_docs):
-    tok = BPETokenizer.train(english_docs[:50], 300)
+    tok = BPETokenizer.train_from_iterator(english_docs[:50], 300)
     with pytest.raises(ValueError, match="im_start"):
         tok.render_chat(MESSAGES)

@@ -46,3 +46,20 @@ def test_cli_train_encode_stats(tmp_path, capsys, english_docs):
     n_tokens = len(tok.encode_bytes(src.read_bytes()))
     assert int(total[2].replace(",", "")) == n_tokens
     assert float(total[3]) == pytest.approx(src.stat().st_size / n_tokens, abs=1e-3)
+
+
+@pytest.mark.native
+def test_cli_custom_pattern_needs_trust_pattern(tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("Call me Ishmael. Some years ago, never mind how long precisely. " * 20, encoding="utf-8")
+    out = tmp_path / "tok"
+    pattern = r"[A-Za-z]+|[0-9]+|\s+|[^A-Za-z0-9\s]+"
+    assert main(["tokenizer", "train", "--input", str(src), "--vocab-size", "300", "--out", str(out),
+                 "--pattern", pattern, "--no-progress"]) == 0
+    with pytest.raises(ValueError, match="trust_pattern=True"):
+        main(["tokenizer", "encode", "--tokenizer", str(out), "--input", str(src)])
+    capsys.readouterr()
+    assert main(["tokenizer", "encode", "--tokenizer", str(out), "--input", str(src), "--trust-pattern"]) == 0
+    ids = json.loads(capsys.readouterr().out)
+    assert ids == BPETokenizer.load(out / "shardkit.json", trust_pattern=True).encode(src.read_text())
+    assert main(["tokenizer", "stats", "--tokenizer", str(out), "--input", str(src), "--trust-pattern"]) == 0

@@ -93,7 +93,7 @@ def test_bad_argument_types_raise(small_tokenizer):
 
 
 def test_custom_pattern_encoding_matches_tiktoken(english_docs):
-    tok = BPETokenizer.train(english_docs[:500], 700, pattern=r"[A-Za-z]+|[0-9]+|\s+|[^A-Za-z0-9\s]+")
+    tok = BPETokenizer.train_from_iterator(english_docs[:500], 700, pattern=r"[A-Za-z]+|[0-9]+|\s+|[^A-Za-z0-9\s]+")
     enc = tok.to_tiktoken()
     for doc in english_docs[600:700]:
         assert tok.encode(doc) == enc.encode(doc)

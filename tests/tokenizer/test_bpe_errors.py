@@ -9,16 +9,18 @@ pytestmark = pytest.mark.native
 
 def test_vocab_size_below_bytes_plus_specials():
     with pytest.raises(ValueError, match=r"vocab_size: expected at least 256 \+ 2 special tokens = 258, got 257"):
-        BPETokenizer.train(["hello"], 257, special_tokens=["<a>", "<b>"])
+        BPETokenizer.train_from_iterator(["hello"], 257, special_tokens=["<a>", "<b>"])
     with pytest.raises(TypeError, match="vocab_size"):
-        BPETokenizer.train(["hello"], 300.0)
+        BPETokenizer.train_from_iterator(["hello"], 300.0)
 
 
 def test_empty_corpus(tmp_path):
     with pytest.raises(ValueError, match="empty corpus"):
+        BPETokenizer.train_from_iterator([], 300)
+    with pytest.raises(ValueError, match="files: empty corpus"):
         BPETokenizer.train([], 300)
     with pytest.raises(ValueError, match="empty corpus"):
-        BPETokenizer.train(["", ""], 300)
+        BPETokenizer.train_from_iterator(["", ""], 300)
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="empty corpus"):
@@ -33,32 +35,32 @@ def test_unreadable_files(tmp_path):
 
 
 def test_special_token_that_collides_with_a_learned_token():
-    tok = BPETokenizer.train(["ab ab ab"] * 10, 260)
+    tok = BPETokenizer.train_from_iterator(["ab ab ab"] * 10, 260)
     learned = tok.tokens[256]
     with pytest.raises(ValueError, match="collides with the learned token 256"):
         BPETokenizer(tok.tokens, special_tokens={learned.decode(): len(tok.tokens)})
     # A single byte is a learned token too: "<" as a special token is refused.
     with pytest.raises(ValueError, match="collides"):
-        BPETokenizer.train(["hello"], 300, special_tokens=["<"])
+        BPETokenizer.train_from_iterator(["hello"], 300, special_tokens=["<"])
 
 
 def test_bad_special_tokens_and_options():
     with pytest.raises(ValueError, match="duplicates"):
-        BPETokenizer.train(["hello"], 300, special_tokens=["<a>", "<a>"])
+        BPETokenizer.train_from_iterator(["hello"], 300, special_tokens=["<a>", "<a>"])
     with pytest.raises(ValueError, match="non-empty str"):
-        BPETokenizer.train(["hello"], 300, special_tokens=[""])
+        BPETokenizer.train_from_iterator(["hello"], 300, special_tokens=[""])
     with pytest.raises(TypeError, match="single string"):
-        BPETokenizer.train(["hello"], 300, special_tokens="<a>")
+        BPETokenizer.train_from_iterator(["hello"], 300, special_tokens="<a>")
     with pytest.raises(ValueError, match="min_frequency"):
-        BPETokenizer.train(["hello"], 300, min_frequency=0)
+        BPETokenizer.train_from_iterator(["hello"], 300, min_frequency=0)
     with pytest.raises(ValueError, match="threads"):
-        BPETokenizer.train(["hello"], 300, threads=0)
+        BPETokenizer.train_from_iterator(["hello"], 300, threads=0)
     with pytest.raises(ValueError, match="pattern: invalid regex"):
-        BPETokenizer.train(["hello"], 300, pattern="([unclosed")
-    with pytest.raises(TypeError, match="documents\\[1\\]"):
-        BPETokenizer.train(["ok", 42], 300)
-    with pytest.raises(TypeError, match="files_or_iterator"):
-        BPETokenizer.train(42, 300)
+        BPETokenizer.train_from_iterator(["hello"], 300, pattern="([unclosed")
+    with pytest.raises(TypeError, match="iterator\\[1\\]: expected str or bytes, got int"):
+        BPETokenizer.train_from_iterator(["ok", 42], 300)
+    with pytest.raises(TypeError, match="iterator: expected an iterable"):
+        BPETokenizer.train_from_iterator(42, 300)
 
 
 def test_bad_token_tables():

@@ -15,7 +15,7 @@ import shardkit
 from shardkit.tokenizer import BPETokenizer
 assert not shardkit.HAS_NATIVE
 docs = json.loads(sys.stdin.read())
-tok = BPETokenizer.train(docs, 280, special_tokens=["<|end|>"])
+tok = BPETokenizer.train_from_iterator(docs, 280, special_tokens=["<|end|>"])
 ids = [tok.encode(d + "<|end|>", allowed_special="all") for d in docs]
 print(json.dumps({"tokens": [t.hex() for t in tok.tokens], "ids": ids,
                   "round_trip": all(tok.decode(i) == d + "<|end|>" for i, d in zip(ids, docs))}))
@@ -29,7 +29,7 @@ def test_reference_fallback_equals_native(english_docs):
     out = subprocess.run([sys.executable, "-c", SCRIPT], input=json.dumps(docs), capture_output=True, text=True,
                          env=env, check=True)
     fallback = json.loads(out.stdout)
-    native = BPETokenizer.train(docs, 280, special_tokens=["<|end|>"])
+    native = BPETokenizer.train_from_iterator(docs, 280, special_tokens=["<|end|>"])
     assert [bytes.fromhex(t) for t in fallback["tokens"]] == native.tokens
     assert fallback["ids"] == [native.encode(d + "<|end|>", allowed_special="all") for d in docs]
     assert fallback["round_trip"]

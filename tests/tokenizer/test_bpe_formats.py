@@ -62,7 +62,7 @@ def test_tiktoken_export_and_import(small_tokenizer, english_docs):
 def test_tiktoken_import_with_scrambled_byte_ranks(english_docs):
     # Real tiktoken tables (cl100k, r50k) do not give byte b the id b.
     tiktoken = pytest.importorskip("tiktoken")
-    base = BPETokenizer.train(english_docs[:300], 600)
+    base = BPETokenizer.train_from_iterator(english_docs[:300], 600)
     order = list(range(256))[::-1]
     ranks = {bytes([b]): r for r, b in enumerate(order)}
     for i, t in enumerate(base.tokens[256:]):
@@ -126,3 +126,17 @@ def test_loading_never_unpickles(tmp_path):
 def test_missing_file_raises_oserror(tmp_path):
     with pytest.raises(OSError, match="cannot read tokenizer file"):
         BPETokenizer.load(tmp_path / "absent.json")
+
+
+def test_deeply_nested_json_is_a_value_error_naming_the_file(tmp_path):
+    # json raises RecursionError past about a thousand levels.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    path = tmp_path / "deep.json"
+    path.write_bytes(deep)
+    with pytest.raises(ValueError, match=r"corrupted tokenizer file .*deep\.json'.*nested too deeply"):
+        BPETokenizer.load(path)
+    vocab, merges = tmp_path / "vocab.json", tmp_path / "merges.txt"
+    vocab.write_bytes(b'{"a": ' + deep + b"}")
+    merges.write_text("#version: 0.2\n")
+    with pytest.raises(ValueError, match=r"vocab_json .*vocab\.json'.*nested too deeply"):
+        BPETokenizer.from_gpt2_files(vocab, merges)

@@ -26,19 +26,19 @@ def test_merges_equal_rustbpe_at_several_vocab_sizes(language, english_docs, chi
     # Merges are made in order, so rustbpe's largest run holds every smaller one.
     expected = rustbpe_tokens(docs, 6000)
     for vocab_size in (300, 1500, 6000):
-        tok = BPETokenizer.train(docs, vocab_size, threads=2)
+        tok = BPETokenizer.train_from_iterator(docs, vocab_size, threads=2)
         assert tok.tokens == expected[:vocab_size], vocab_size
 
 
 @pytest.mark.parametrize("pattern", ["gpt2", "o200k"])
 def test_merges_equal_rustbpe_with_other_patterns(pattern, english_docs):
-    tok = BPETokenizer.train(english_docs[:4000], 1200, pattern=pattern)
+    tok = BPETokenizer.train_from_iterator(english_docs[:4000], 1200, pattern=pattern)
     assert tok.tokens == rustbpe_tokens(english_docs[:4000], 1200, pattern=tok.pattern)
 
 
 def test_custom_pattern_equals_rustbpe(english_docs):
     pattern = r"[A-Za-z]+|[0-9]+|\s+|[^A-Za-z0-9\s]+"
-    tok = BPETokenizer.train(english_docs[:1500], 800, pattern=pattern)
+    tok = BPETokenizer.train_from_iterator(english_docs[:1500], 800, pattern=pattern)
     assert tok.pattern == pattern
     assert tok.tokens == rustbpe_tokens(english_docs[:1500], 800, pattern=pattern)
 
@@ -48,7 +48,7 @@ def test_merges_equal_python_reference(language, english_docs, chinese_docs):
     docs = english_docs[:60] if language == "english" else chinese_docs[:120]
     counts = count_words_reference(GPT4_PATTERN, [d.encode() for d in docs])
     expected = train_reference(dict(counts), 150)
-    tok = BPETokenizer.train(docs, 256 + 150)
+    tok = BPETokenizer.train_from_iterator(docs, 256 + 150)
     assert tok.merges == expected
     assert tok.tokens == tokens_from_merges(expected)
 
@@ -57,7 +57,7 @@ def test_overlapping_pairs_match_reference():
     # Runs of one byte make overlapping pairs ("aaaa": (a,a) three times).
     docs = ["aaaa aaa aaaaaaa ab" * 3, "bbbbbb abab aaab", "a" * 33, "xyxyxyx yxyx"]
     counts = count_words_reference(GPT4_PATTERN, [d.encode() for d in docs])
-    tok = BPETokenizer.train(docs, 256 + 40)
+    tok = BPETokenizer.train_from_iterator(docs, 256 + 40)
     assert tok.merges == train_reference(dict(counts), 40)
 
 
@@ -69,7 +69,7 @@ def test_file_and_threads_do_not_change_merges(tmp_path, english_docs):
     assert os.path.getsize(path) > 2 << 20
     one = BPETokenizer.train(path, 2000, threads=1)
     two = BPETokenizer.train(path, 2000, threads=2)
-    from_text = BPETokenizer.train([text], 2000, threads=2)
+    from_text = BPETokenizer.train_from_iterator([text], 2000, threads=2)
     assert one.tokens == two.tokens == from_text.tokens
     assert one.tokens == rustbpe_tokens([text], 2000)
 
@@ -98,19 +98,19 @@ def test_counts_are_64_bit():
 
 def test_ties_go_to_the_smaller_pair():
     # Every pair occurs once: the order must be by (left id, right id).
-    tok = BPETokenizer.train(["zy", "ba", "dc"], 259)
+    tok = BPETokenizer.train_from_iterator(["zy", "ba", "dc"], 259)
     assert tok.merges == [(ord("b"), ord("a")), (ord("d"), ord("c")), (ord("z"), ord("y"))]
 
 
 def test_stops_when_no_pair_is_left_and_specials_follow():
-    tok = BPETokenizer.train(["abab"], 1000, special_tokens=["<|end|>"])
+    tok = BPETokenizer.train_from_iterator(["abab"], 1000, special_tokens=["<|end|>"])
     assert tok.merges == [(ord("a"), ord("b")), (256, 256)]
     assert tok.special_tokens == {"<|end|>": 258}
     assert tok.vocab_size == 259
 
 
 def test_min_frequency_stops_merging(english_docs):
-    tok = BPETokenizer.train(english_docs[:60], 5000, min_frequency=40)
+    tok = BPETokenizer.train_from_iterator(english_docs[:60], 5000, min_frequency=40)
     assert 256 < len(tok.tokens) < 5000
     # The reference stops at the same merge: the first whose count is below 40.
     counts = count_words_reference(GPT4_PATTERN, [d.encode() for d in english_docs[:60]])
@@ -132,7 +132,7 @@ def test_chinese_training_has_bounded_memory(chinese_docs):
 
     text = "".join(chinese_docs)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    BPETokenizer.train([text], 3000)
+    BPETokenizer.train_from_iterator([text], 3000)
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb * 1024 < 40 * len(text.encode())
 

@@ -38,6 +38,38 @@ def test_malformed_jsonl_names_file_line_and_field(tmp_path):
         load_records(bad_msgs, "messages")
 
 
+def test_jsonl_that_is_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataFormatError, match=r"latin1\.jsonl line 3: not UTF-8 \(byte 0xe9 at byte column 14\)"):
+        load_records(path, "text")
+
+
+@pytest.mark.parametrize("content", [5, None, ["part"], {"text": "hi"}])
+def test_message_content_that_is_not_a_string_names_file_and_line(tmp_path, content):
+    path = _write_jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]},
+    ])
+    with pytest.raises(DataFormatError, match=r"chat\.jsonl line 2: field 'messages' message 1 'content' must be "
+                                              r"a string, got"):
+        load_records(path, "messages")
+    # Conversations inside prompt/completion records are checked the same way.
+    pc = _write_jsonl(tmp_path / "pc.jsonl", [{"prompt": [{"role": "user", "content": "q"}],
+                                                "completion": [{"role": "assistant", "content": content}]}])
+    with pytest.raises(DataFormatError, match=r"pc\.jsonl line 1: field 'completion' message 0 'content'"):
+        load_records(pc, "prompt_completion")
+    bad_role = _write_jsonl(tmp_path / "role.jsonl", [{"messages": [{"role": 1, "content": "x"}]}])
+    with pytest.raises(DataFormatError, match=r"role\.jsonl line 1: .* 'role' must be a string, got int"):
+        load_records(bad_role, "messages")
+
+
+def test_deeply_nested_jsonl_record_names_file_and_line(tmp_path):
+    path = _write_jsonl(tmp_path / "deep.jsonl", [{"text": "ok"}, "[" * 100_000 + "]" * 100_000])
+    with pytest.raises(DataFormatError, match=r"deep\.jsonl line 2: JSON nested too deeply"):
+        load_records(path, "text")
+
+
 def test_hf_datasets_and_lists_load_and_errors_name_the_row():
     datasets = pytest.importorskip("datasets")
     rows = make_records("prompt_completion", 3)

@@ -91,6 +91,28 @@ def test_warmup_cosine_schedule_and_clipping(tmp_path):
     assert all(h["grad_norm"] > 0.05 for h in history)  # logged before clipping
 
 
+def test_max_grad_norm_none_means_no_clipping(tmp_path):
+    # transformers accepts max_grad_norm=None for "no clipping"; it once raised a TypeError here.
+    tok = make_tokenizer()
+
+    def history(name, norm):
+        trainer = SFTTrainer(_gpt(tok), args=_args(SFTConfig, tmp_path / name, max_steps=4, max_grad_norm=norm),
+                             train_dataset=make_records("prompt_completion", 8), processing_class=tok)
+        return trainer.train().log_history
+
+    unclipped, off, clipped = history("none", None), history("zero", 0.0), history("clipped", 0.05)
+    # None trains exactly as 0 (clipping off), and both log the pre-clip norm.
+    assert [h["loss"] for h in unclipped] == [h["loss"] for h in off]
+    assert [h["grad_norm"] for h in unclipped] == [h["grad_norm"] for h in off]
+    assert all(h["grad_norm"] > 0.05 for h in unclipped)
+    # Clipping does change this run, so the equality above is not vacuous.
+    assert [h["loss"] for h in clipped][1:] != [h["loss"] for h in unclipped][1:]
+    for bad in (-1.0, "None", True):
+        with pytest.raises(ValueError, match="max_grad_norm must be a number >= 0 or None"):
+            SFTConfig(max_grad_norm=bad)
+    assert SFTConfig.from_file(None, {"max_grad_norm": "null"}).max_grad_norm is None
+
+
 @pytest.mark.parametrize("optim", ["adamw_torch", pytest.param("adamw_fused", marks=pytest.mark.native)])
 def test_resume_equals_uninterrupted_run(tmp_path, optim):
     tok = make_tokenizer()

@@ -28,33 +28,38 @@ def register(subparsers) -> None:
     encode.add_argument("--tokenizer", required=True, metavar="PATH", help="shardkit.json, or a folder holding it")
     encode.add_argument("--input", metavar="FILE", help="text file (default: stdin)")
     encode.add_argument("--allow-special", action="store_true", help="encode special tokens in the text as such")
+    encode.add_argument("--trust-pattern", action="store_true",
+                        help="accept a custom (non built-in) split pattern from the tokenizer file")
     encode.set_defaults(func=_encode)
 
     stats = sub.add_parser("stats", help="compression (bytes per token) on text files")
     stats.add_argument("--tokenizer", required=True, metavar="PATH", help="shardkit.json, or a folder holding it")
     stats.add_argument("--input", nargs="+", metavar="FILE", help="text files (default: the bundled corpus)")
+    stats.add_argument("--trust-pattern", action="store_true",
+                       help="accept a custom (non built-in) split pattern from the tokenizer file")
     stats.set_defaults(func=_stats)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
-def _load(path: str):
+def _load(path: str, trust_pattern: bool):
     from shardkit.tokenizer import BPETokenizer
 
     p = Path(path)
-    return BPETokenizer.load(p / "shardkit.json" if p.is_dir() else p)
+    return BPETokenizer.load(p / "shardkit.json" if p.is_dir() else p, trust_pattern=trust_pattern)
 
 
 def _train(args) -> int:
     from shardkit import corpus
     from shardkit.tokenizer import CHAT_SPECIAL_TOKENS, BPETokenizer
 
-    if args.input:
-        source = [Path(p) for p in args.input]
-    else:
-        source = [corpus.open_text(name).read() for name in corpus.names()]
     special = list(CHAT_SPECIAL_TOKENS) if args.special is None else args.special
-    tok = BPETokenizer.train(source, args.vocab_size, pattern=args.pattern, special_tokens=special,
-                             min_frequency=args.min_frequency, threads=args.threads, progress=not args.no_progress)
+    options = dict(pattern=args.pattern, special_tokens=special, min_frequency=args.min_frequency,
+                   threads=args.threads, progress=not args.no_progress)
+    if args.input:
+        tok = BPETokenizer.train(args.input, args.vocab_size, **options)
+    else:
+        texts = [corpus.open_text(name).read() for name in corpus.names()]
+        tok = BPETokenizer.train_from_iterator(texts, args.vocab_size, **options)
     out = Path(args.out)
     tok.save(out / "shardkit.json")
     tok.save_hf(out)
@@ -63,7 +68,7 @@ def _train(args) -> int:
 
 
 def _encode(args) -> int:
-    tok = _load(args.tokenizer)
+    tok = _load(args.tokenizer, args.trust_pattern)
     text = Path(args.input).read_text(encoding="utf-8") if args.input else sys.stdin.read()
     ids = tok.encode(text, allowed_special="all" if args.allow_special else (), disallowed_special=())
     print(json.dumps(ids))
@@ -73,7 +78,7 @@ def _encode(args) -> int:
 def _stats(args) -> int:
     from shardkit import corpus
 
-    tok = _load(args.tokenizer)
+    tok = _load(args.tokenizer, args.trust_pattern)
     if args.input:
         sources = {p: Path(p).read_bytes() for p in args.input}
     else:

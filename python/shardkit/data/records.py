@@ -13,7 +13,8 @@ Every record is a dict. Its *kind* says which fields it must have:
 For prompt/completion, preference and KTO records, the text fields may be
 strings or conversations (lists of role/content dicts), as in TRL.
 A malformed record raises ``DataFormatError`` naming the file, the line and
-the field.
+the field; so do a line that is not UTF-8 and JSON nested too deeply to
+parse. Message roles and contents must be strings.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def _check_conversation(value: Any, where: str, field: str) -> None:
     for i, message in enumerate(value):
         if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
             raise DataFormatError(f"{where}: field {field!r} message {i} must be a dict with 'role' and 'content'")
+        # Checked here, where the file and line are known: a chat template
+        # fails later on a non-string with no idea which record it came from.
+        for key in ("role", "content"):
+            if not isinstance(message[key], str):
+                raise DataFormatError(f"{where}: field {field!r} message {i} {key!r} must be a string, "
+                                      f"got {type(message[key]).__name__}")
 
 
 def detect_kind(record: Any, kinds: tuple[str, ...], where: str) -> str:
@@ -86,15 +93,23 @@ def read_jsonl(path: str | os.PathLike, kind: str | tuple[str, ...]) -> list[dic
     With a tuple of kinds, the first record decides which one (``detect_kind``).
     """
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    # Bytes, decoded line by line, so that invalid UTF-8 is reported with its line.
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{os.fspath(path)} line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at byte column "
+                                      f"{exc.start + 1}); JSONL files must be UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{os.fspath(path)} line {line_no}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            except RecursionError:
+                raise DataFormatError(f"{where}: JSON nested too deeply to read") from None
             if isinstance(kind, tuple):
                 kind = detect_kind(record, kind, where)
             records.append(check_record(record, kind, where))

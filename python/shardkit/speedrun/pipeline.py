@@ -96,8 +96,8 @@ class Speedrun:
         started = time.perf_counter()
         settings = self.config["tokenizer"]
         train_texts, _ = self._texts()
-        bpe = BPETokenizer.train(train_texts, settings["vocab_size"], pattern=settings["pattern"],
-                                 special_tokens=CHAT_SPECIAL_TOKENS, progress=True)
+        bpe = BPETokenizer.train_from_iterator(train_texts, settings["vocab_size"], pattern=settings["pattern"],
+                                               special_tokens=CHAT_SPECIAL_TOKENS, progress=True)
         seconds = time.perf_counter() - started
         bpe.save(files.tokenizer_path(self.run_dir))
         nbytes = sum(len(t.encode("utf-8")) for t in train_texts)

@@ -34,7 +34,9 @@ def build_model(config: dict, vocab_size: int, seed: int):
 def load_tokenizer(run_dir: Path):
     from shardkit.tokenizer import BPETokenizer, TrainerTokenizer
 
-    return TrainerTokenizer(BPETokenizer.load(files.tokenizer_path(run_dir)))
+    # The run wrote this file itself, with the pattern of its own config (a
+    # custom digit-splitting one by default), so its pattern is trusted.
+    return TrainerTokenizer(BPETokenizer.load(files.tokenizer_path(run_dir), trust_pattern=True))
 
 
 def _checkpoints(directory: Path) -> list[Path]:

@@ -16,9 +16,17 @@ from collections.abc import Collection, Iterable, Sequence
 from shardkit import _native
 from shardkit.tokenizer import formats
 from shardkit.tokenizer.chat import ChatEncoding, ChatTemplate, render_chat
-from shardkit.tokenizer.patterns import compile_pattern, resolve_pattern
+from shardkit.tokenizer.patterns import resolve_pattern
 from shardkit.tokenizer.reference import encode_reference, tokens_from_merges
-from shardkit.tokenizer.training import count_words, normalize_source, run_merges, total_chunks
+from shardkit.tokenizer.splitter import Splitter
+from shardkit.tokenizer.training import (
+    check_documents,
+    check_train_options,
+    count_words,
+    file_paths,
+    run_merges,
+    total_chunks,
+)
 
 
 def _default_threads() -> int:
@@ -40,13 +48,19 @@ def _text_bytes(text: str) -> bytes:
 class BPETokenizer:
     """A byte-level BPE tokenizer.
 
-    Build one with :meth:`train`, :meth:`load`, :meth:`from_tiktoken` or
+    Build one with :meth:`train` (files), :meth:`train_from_iterator` (texts), :meth:`load`, :meth:`from_tiktoken` or
     :meth:`from_gpt2_files`, or directly from its token table.
 
     Args:
         tokens: the bytes of every mergeable token, indexed by id (= rank).
             All 256 single bytes must be present.
-        pattern: ``"gpt4"``, ``"gpt2"``, ``"o200k"`` or a custom ``regex`` pattern.
+        pattern: ``"gpt4"``, ``"gpt2"``, ``"o200k"`` (native splitters) or a custom
+            ``regex`` pattern. A custom pattern must have no capture groups and
+            match every character (checked here on a probe text, and on every
+            text it splits); it runs in Python under a time limit linear in the
+            text's length, past which encoding raises ``PatternTimeoutError``
+            (see :mod:`shardkit.tokenizer.splitter`). A name-like string that
+            is no known name (``"gpt5"``) raises "unknown pattern name".
         special_tokens: name -> id, every id at or after ``len(tokens)``.
         merges: the (left id, right id) pair of each token after the first
             256, when known (training and GPT-2 files give them).
@@ -64,7 +78,8 @@ class BPETokenizer:
     ):
         self._tokens = formats.check_tokens(tokens)
         self._pattern, self._native_code = resolve_pattern(pattern)
-        self._compiled = compile_pattern(self._pattern) if self._native_code is None else None
+        # Custom patterns are checked here (groups, coverage), so a bad one fails at load, not at encode.
+        self._splitter = Splitter(self._pattern) if self._native_code is None else None
         self._special = formats.check_special_tokens(special_tokens or {}, self._tokens)
         self._merges = formats.check_merges(merges, self._tokens) if merges is not None else None
         self.chat_template = chat_template or ChatTemplate()
@@ -81,7 +96,7 @@ class BPETokenizer:
     @classmethod
     def train(
         cls,
-        files_or_iterator,
+        files,
         vocab_size: int,
         *,
         pattern: str = "gpt4",
@@ -90,39 +105,58 @@ class BPETokenizer:
         threads: int | None = None,
         progress: bool = False,
     ) -> BPETokenizer:
-        """Train on files or documents and return the tokenizer.
+        """Train on text files and return the tokenizer (Hugging Face's ``train(files)``).
 
         Args:
-            files_or_iterator: a path (str or os.PathLike) or a list of
-                os.PathLike: files read (memory-mapped) and split whole; or an
-                iterable of str/bytes documents, each split on its own.
-            vocab_size: 256 bytes + merges + special tokens. Training stops
-                early when no pair is left (or none reaches min_frequency).
+            files: a path or a list of paths (str or os.PathLike). Strings are
+                always paths; to train on strings use :meth:`train_from_iterator`.
+                Each file is memory-mapped and split whole, as one document.
+                A missing file raises FileNotFoundError naming it.
+            vocab_size: 256 bytes + merges + special tokens, at most
+                ``MAX_VOCAB_SIZE`` (2**31, so every id fits int32). Training
+                stops early when no pair is left (or none reaches min_frequency).
             pattern: the split pattern (see :mod:`shardkit.tokenizer.patterns`).
             special_tokens: names of special tokens, given ids after the merges.
             min_frequency: a pair occurring fewer times is never merged.
             threads: threads for splitting and counting (default: torch's).
             progress: show progress bars (bytes read, then merges).
         """
-        if isinstance(special_tokens, (str, bytes)):
-            raise TypeError("special_tokens: expected a list of str, got a single string")
-        special_tokens = list(special_tokens)
-        formats.check_special_names(special_tokens)
-        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-            raise TypeError(f"vocab_size: expected int, got {type(vocab_size).__name__}")
-        if vocab_size < 256 + len(special_tokens):
-            raise ValueError(
-                f"vocab_size: expected at least 256 + {len(special_tokens)} special tokens = "
-                f"{256 + len(special_tokens)}, got {vocab_size}"
-            )
-        if not isinstance(min_frequency, int) or min_frequency < 1:
-            raise ValueError(f"min_frequency: expected an int >= 1, got {min_frequency!r}")
-        threads = _default_threads() if threads is None else int(threads)
-        if threads < 1:
-            raise ValueError(f"threads: expected >= 1, got {threads}")
+        options = check_train_options(vocab_size, special_tokens, min_frequency, threads, _default_threads)
         pattern_text, native_code = resolve_pattern(pattern)
-        files, documents = normalize_source(files_or_iterator)
+        paths = file_paths(files)
+        return cls._train(paths, None, pattern_text, native_code, options, progress)
 
+    @classmethod
+    def train_from_iterator(
+        cls,
+        iterator: Iterable[str | bytes],
+        vocab_size: int,
+        *,
+        pattern: str = "gpt4",
+        special_tokens: Sequence[str] = (),
+        min_frequency: int = 1,
+        threads: int | None = None,
+        progress: bool = False,
+    ) -> BPETokenizer:
+        """Train on documents and return the tokenizer (Hugging Face's ``train_from_iterator``).
+
+        Args:
+            iterator: an iterable of str or bytes documents (a list, a
+                generator, a ``datasets`` column), each split on its own. A
+                str must be valid Unicode: a lone surrogate raises ValueError
+                naming the document and the position. Bytes are taken as they
+                are (invalid UTF-8 included).
+
+        The other arguments are those of :meth:`train`.
+        """
+        options = check_train_options(vocab_size, special_tokens, min_frequency, threads, _default_threads)
+        pattern_text, native_code = resolve_pattern(pattern)
+        documents = check_documents(iterator)
+        return cls._train(None, documents, pattern_text, native_code, options, progress)
+
+    @classmethod
+    def _train(cls, files, documents, pattern_text, native_code, options, progress) -> BPETokenizer:
+        vocab_size, special_tokens, min_frequency, threads = options
         bar = None
         if progress:
             from tqdm import tqdm
@@ -135,7 +169,7 @@ class BPETokenizer:
             if bar is not None:
                 bar.close()
         if total_chunks(counts) == 0:
-            raise ValueError("files_or_iterator: empty corpus (no text to train on)")
+            raise ValueError(f"{'files' if files is not None else 'iterator'}: empty corpus (no text to train on)")
 
         num_merges = vocab_size - 256 - len(special_tokens)
         on_progress = None
@@ -205,10 +239,9 @@ class BPETokenizer:
             return encode_reference(self._pattern, self._ranks_dict(), data)
         if self._native_code is not None:
             return self._encoder.encode(data)
-        text = data.decode("utf-8", "surrogateescape")
         offsets = [0]
-        for m in self._compiled.findall(text):
-            offsets.append(offsets[-1] + len(m.encode("utf-8", "surrogateescape")))
+        for chunk in self._splitter.split_bytes(data):
+            offsets.append(offsets[-1] + len(chunk))
         return self._encoder.encode_chunks(data, offsets)
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -346,9 +379,23 @@ class BPETokenizer:
         formats.save_json(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        """Read a tokenizer saved by :meth:`save`. Plain JSON: loading never runs code."""
-        return formats.load_json(cls, path)
+    def load(cls, path: str | os.PathLike, *, trust_pattern: bool = False) -> BPETokenizer:
+        """Read a tokenizer saved by :meth:`save`. Plain JSON: loading never runs code.
+
+        Args:
+            path: the JSON file.
+            trust_pattern: accept a split pattern other than the built-in ones
+                (gpt4, gpt2, o200k). Off by default: a custom pattern is a regex
+                from the file that runs on every text you encode, and a hostile
+                one can backtrack for minutes or split text in surprising
+                ways. Even when trusted it is checked at load (no capture
+                groups, every character matched) and runs under a time limit
+                (see :mod:`shardkit.tokenizer.splitter`); pass True for files
+                you wrote yourself or otherwise trust.
+        """
+        if not isinstance(trust_pattern, bool):
+            raise TypeError(f"trust_pattern: expected bool, got {type(trust_pattern).__name__}")
+        return formats.load_json(cls, path, trust_pattern)
 
     def save_hf(self, directory: str | os.PathLike) -> None:
         """Export Hugging Face ``tokenizer.json`` (+ ``tokenizer_config.json`` with the chat template)."""

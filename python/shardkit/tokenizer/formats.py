@@ -2,6 +2,8 @@
 
 * our JSON (``save``/``load``): plain data, never pickle, so loading a file
   cannot run code; every field is checked and a bad file raises ValueError;
+  a split pattern other than the built-in ones is refused unless the caller
+  passes ``trust_pattern=True``;
 * Hugging Face ``tokenizer.json`` (+ ``tokenizer_config.json`` with the chat
   template), for ``tokenizers.Tokenizer`` and ``PreTrainedTokenizerFast``;
 * tiktoken's rank format, both ways;
@@ -17,6 +19,8 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from shardkit.tokenizer.splitter import PatternTimeoutError
 
 FORMAT_NAME = "shardkit-bpe"
 FORMAT_VERSION = 1
@@ -163,23 +167,42 @@ def _field(doc: dict, key: str, kind, path) -> object:
     return doc[key]
 
 
-def load_json(cls, path):
+def parse_json(raw: bytes, what: str):
+    """``json.loads`` of untrusted bytes; every failure is a ValueError starting with ``what``.
+
+    Deep nesting ("[[[[..." many thousand times) makes the json module raise
+    RecursionError, which callers do not expect from a bad file.
+    """
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what}: not JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{what}: JSON nested too deeply to read") from None
+
+
+def load_json(cls, path, trust_pattern: bool = False):
     from shardkit.tokenizer.chat import ChatTemplate
+    from shardkit.tokenizer.patterns import is_builtin_pattern
     from shardkit.tokenizer.reference import tokens_from_merges
 
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise OSError(f"cannot read tokenizer file {str(path)!r}: {exc.strerror}") from exc
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"corrupted tokenizer file {str(path)!r}: not JSON ({exc})") from None
+    doc = parse_json(raw, f"corrupted tokenizer file {str(path)!r}")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise ValueError(f"corrupted tokenizer file {str(path)!r}: not a {FORMAT_NAME} file")
     if doc.get("version") != FORMAT_VERSION:
         raise ValueError(f"tokenizer file {str(path)!r}: unsupported version {doc.get('version')!r}")
     pattern = _field(doc, "pattern", str, path)
+    if not trust_pattern and not is_builtin_pattern(pattern):
+        shown = pattern if len(pattern) <= 80 else pattern[:77] + "..."
+        raise ValueError(
+            f"tokenizer file {str(path)!r}: its split pattern {shown!r} is not a built-in one (gpt4, gpt2, o200k). "
+            f"A custom pattern is a regex run on every text you encode; load it only from a file you trust, "
+            f"with trust_pattern=True"
+        )
     special = _field(doc, "special_tokens", dict, path)
     merges = doc.get("merges")
     if merges is not None and not (
@@ -206,6 +229,9 @@ def load_json(cls, path):
             trained_role=chat.get("trained_role", "assistant"),
         )
         return cls(tokens, pattern=pattern, special_tokens=special, merges=merges, chat_template=template)
+    except PatternTimeoutError as exc:
+        # The pattern's load-time check backtracked past its limit: say which file holds it.
+        raise PatternTimeoutError(f"tokenizer file {str(path)!r}: {exc}") from None
     except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
         raise ValueError(f"corrupted tokenizer file {str(path)!r}: {exc}") from None
 
@@ -323,11 +349,11 @@ def from_tiktoken(cls, encoding):
 
 def load_gpt2_files(cls, vocab_json, merges_txt, pattern: str):
     table = {c: b for b, c in bytes_to_unicode().items()}
+    vocab = parse_json(Path(vocab_json).read_bytes(), f"vocab_json {str(vocab_json)!r}")
     try:
-        vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"))
         lines = Path(merges_txt).read_text(encoding="utf-8").splitlines()
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"vocab_json/merges_txt: not a GPT-2 vocabulary ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"merges_txt {str(merges_txt)!r}: not UTF-8 ({exc})") from None
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise ValueError("vocab_json: expected a JSON object of token -> int id")
     pairs = [line.split(" ") for line in lines if line and not line.startswith("#version")]

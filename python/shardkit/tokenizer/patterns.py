@@ -3,10 +3,13 @@
 ``gpt4``, ``gpt2`` and ``o200k`` have hand-written native splitters that agree
 byte for byte with the ``regex`` module on these exact texts (tests check it
 on English, Chinese, mixed scripts, emoji and invalid UTF-8). Any other
-pattern is a custom one: it is compiled with ``regex`` and split in Python.
+pattern is a custom one: it is compiled with ``regex`` and split in Python,
+checked and under a time limit (see :mod:`shardkit.tokenizer.splitter`).
 """
 
 from __future__ import annotations
+
+import re
 
 GPT4_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -32,10 +35,18 @@ NAMED_PATTERNS: dict[str, tuple[str, int]] = {
 }
 
 
+# Text made only of these characters is meant as a name: as a regex it would
+# match a fixed word (or "." any character but a newline), never every
+# character, so reading it as a typo loses nothing.
+_NAME_LIKE = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
 def resolve_pattern(pattern: str) -> tuple[str, int | None]:
     """Return ``(pattern text, native splitter code or None)`` for a name or a pattern text.
 
-    A pattern text equal to a named one uses its native splitter too.
+    A pattern text equal to a named one uses its native splitter too. A
+    name-like string that is not a known name (``"gpt5"``) raises "unknown
+    pattern name" rather than being compiled as a regex.
     """
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(f"pattern: expected 'gpt4', 'gpt2', 'o200k' or a non-empty regex, got {pattern!r}")
@@ -44,7 +55,15 @@ def resolve_pattern(pattern: str) -> tuple[str, int | None]:
     for text, code in NAMED_PATTERNS.values():
         if pattern == text:
             return text, code
+    if _NAME_LIKE.fullmatch(pattern):
+        raise ValueError(f"pattern: unknown pattern name {pattern!r}; expected one of {sorted(NAMED_PATTERNS)} "
+                         f"or a regex")
     return pattern, None
+
+
+def is_builtin_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` is a built-in name or the exact text of one (and so runs natively)."""
+    return pattern in NAMED_PATTERNS or any(pattern == text for text, _ in NAMED_PATTERNS.values())
 
 
 def compile_pattern(text: str):

@@ -12,16 +12,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from shardkit.tokenizer.patterns import compile_pattern
+from shardkit.tokenizer.splitter import splitter_for
 
 
 def count_words_reference(pattern_text: str, documents: Iterable[bytes]) -> Counter:
-    """Count the chunks of each document under ``pattern_text`` (``regex`` module)."""
-    compiled = compile_pattern(pattern_text)
+    """Count the chunks of each document under ``pattern_text`` (``regex`` module, checked and time-limited)."""
+    splitter = splitter_for(pattern_text)
     counts: Counter = Counter()
     for doc in documents:
-        text = doc.decode("utf-8", "surrogateescape")
-        counts.update(m.encode("utf-8", "surrogateescape") for m in compiled.findall(text))
+        counts.update(splitter.split_bytes(doc))
     return counts
 
 
@@ -83,9 +82,8 @@ def encode_chunk_reference(ranks: dict[bytes, int], chunk: bytes) -> list[int]:
 
 
 def encode_reference(pattern_text: str, ranks: dict[bytes, int], data: bytes) -> list[int]:
-    """Split ``data`` with the ``regex`` module and encode each chunk."""
-    compiled = compile_pattern(pattern_text)
+    """Split ``data`` with the ``regex`` module (checked and time-limited) and encode each chunk."""
     ids: list[int] = []
-    for m in compiled.findall(data.decode("utf-8", "surrogateescape")):
-        ids.extend(encode_chunk_reference(ranks, m.encode("utf-8", "surrogateescape")))
+    for chunk in splitter_for(pattern_text).split_bytes(data):
+        ids.extend(encode_chunk_reference(ranks, chunk))
     return ids

@@ -37,7 +37,7 @@ class TrainingConfig:
     adam_beta1: float = _f(0.9, "AdamW beta1")
     adam_beta2: float = _f(0.999, "AdamW beta2")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon")
-    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this; 0 disables clipping")
+    max_grad_norm: float | None = _f(1.0, "clip the global gradient norm to this; 0 or None disables clipping")
     max_length: int | None = _f(1024, "truncate tokenized sequences to this many tokens")
     logging_steps: int = _f(10, "log every this many optimizer steps")
     save_steps: int = _f(0, "checkpoint every this many optimizer steps; 0 = only at the end")
@@ -54,7 +54,12 @@ class TrainingConfig:
                      "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_steps", "eval_steps", "max_grad_norm", "weight_decay"):
+        norm = self.max_grad_norm
+        # None means no clipping, as transformers' TrainingArguments accepts it.
+        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, (int, float)) or not norm >= 0):
+            raise ValueError(f"{type(self).__name__}.max_grad_norm must be a number >= 0 or None (no clipping), "
+                             f"got {norm!r}")
+        for name in ("warmup_steps", "save_steps", "eval_steps", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{type(self).__name__}.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.max_steps != -1:

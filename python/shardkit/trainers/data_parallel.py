@@ -62,13 +62,18 @@ def rank_rows(start: int, stop: int, model: torch.nn.Module) -> range:
     return range(start + r * n // world, start + (r + 1) * n // world)
 
 
-def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: float) -> float:
-    """The global gradient norm before clipping; clips to ``max_norm`` when it is > 0."""
+def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: float | None) -> float:
+    """The global gradient norm before clipping; clips to ``max_norm`` when it is > 0.
+
+    ``max_norm`` None or 0 disables clipping; the norm is still computed, so
+    ``grad_norm`` is logged whether or not clipping is on.
+    """
+    clip = max_norm is not None and max_norm > 0
     if is_sharded(model):
         from shardkit import fsdp
 
-        return float(fsdp.clip_grad_norm_(model, max_norm if max_norm > 0 else float("inf")))
-    if max_norm > 0:
+        return float(fsdp.clip_grad_norm_(model, max_norm if clip else float("inf")))
+    if clip:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
 
