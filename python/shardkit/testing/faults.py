@@ -1,4 +1,4 @@
-"""Crash injection for the tests of atomic saves: fail the k-th file write or rename.
+"""Crash injection for the tests of atomic saves: fail the k-th file write, rename or deletion.
 
 ::
 
@@ -10,7 +10,8 @@
         ...                          # the directory must still load
 
 The counted steps are the write step of ``shardkit.atomic`` (every file
-shardkit writes goes through it) and every ``os.replace`` / ``os.rename``.
+shardkit writes goes through it), every ``os.replace`` / ``os.rename``, and
+every ``shutil.rmtree`` (the crash comes before the deletion).
 ``hard=True`` ends the process with ``os._exit`` instead of raising, so no
 ``except``/``finally`` runs: what a SIGKILL or a power cut leaves.
 """
@@ -18,6 +19,7 @@ shardkit writes goes through it) and every ``os.replace`` / ``os.rename``.
 from __future__ import annotations
 
 import os
+import shutil
 
 from shardkit import atomic
 
@@ -27,7 +29,7 @@ class Crash(BaseException):
 
 
 class CrashAt:
-    """Context manager: counts the writes and renames; the ``k``-th one (1-based) crashes, None: none does."""
+    """Context manager: counts the writes, renames and deletions; the ``k``-th one (1-based) crashes, None: none does."""
 
     EXIT_CODE = 77
 
@@ -35,7 +37,7 @@ class CrashAt:
         if k is not None and (not isinstance(k, int) or k < 1):
             raise ValueError(f"k: expected None or an int >= 1, got {k!r}")
         self.k, self.hard = k, hard
-        self.calls: list[str] = []  # "write <name>" / "rename <src> -> <dst>", in order
+        self.calls: list[str] = []  # "write <name>", "rename <src> -> <dst>", "delete <name>", in order
 
     def _step(self, what: str) -> None:
         self.calls.append(what)
@@ -45,8 +47,8 @@ class CrashAt:
             raise Crash(f"injected crash at step {self.k}: {what}")
 
     def __enter__(self) -> CrashAt:
-        self._saved = (atomic._fill, os.replace, os.rename)
-        fill, replace, rename = self._saved
+        self._saved = (atomic._fill, os.replace, os.rename, shutil.rmtree)
+        fill, replace, rename, rmtree = self._saved
 
         def counted_fill(tmp, data):
             self._step(f"write {os.path.basename(tmp)}")
@@ -60,8 +62,12 @@ class CrashAt:
             self._step(f"rename {os.path.basename(src)} -> {os.path.basename(dst)}")
             return rename(src, dst, **kwargs)
 
-        atomic._fill, os.replace, os.rename = counted_fill, counted_replace, counted_rename
+        def counted_rmtree(path, *args, **kwargs):
+            self._step(f"delete {os.path.basename(os.fspath(path))}")
+            return rmtree(path, *args, **kwargs)
+
+        atomic._fill, os.replace, os.rename, shutil.rmtree = counted_fill, counted_replace, counted_rename, counted_rmtree
         return self
 
     def __exit__(self, *exc) -> None:
-        atomic._fill, os.replace, os.rename = self._saved
+        atomic._fill, os.replace, os.rename, shutil.rmtree = self._saved
