@@ -23,9 +23,10 @@ def _trainer(out, seed, max_steps=2, **kw):
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
                           num_kv_heads=1, max_position_embeddings=128, tie_word_embeddings=True))
+    kw = {"report_to": [], **kw}
     args = SFTConfig(output_dir=str(out), learning_rate=1e-2, per_device_train_batch_size=2, max_steps=max_steps,
-                     lr_scheduler_type="constant", logging_steps=1, optim="adamw_torch", report_to=[],
-                     disable_tqdm=True, max_length=64, seed=0, **kw)
+                     lr_scheduler_type="constant", logging_steps=1, optim="adamw_torch", disable_tqdm=True,
+                     max_length=64, seed=0, **kw)
     return SFTTrainer(model, args=args, train_dataset=make_records("prompt_completion", 8), processing_class=tok)
 
 

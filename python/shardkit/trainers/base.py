@@ -173,7 +173,8 @@ class BaseTrainer:
         else:
             self.before_train()
         # Every rank computes the same global log entries; only rank 0 writes them.
-        log = MetricsLog(args, total, initial=self.state.global_step, enabled=data_parallel.rank() == 0)
+        log = MetricsLog(args, total, initial=self.state.global_step, enabled=data_parallel.rank() == 0,
+                         history=self.state.log_history)
         params = [p for p in self.model.parameters() if p.requires_grad]
         ga = args.gradient_accumulation_steps
         losses_since_log: list[float] = []
