@@ -107,7 +107,7 @@ def _write_trainer_files(trainer, tmp: str, rng: dict[str, torch.Tensor]) -> Non
     atomic.write_atomic(os.path.join(tmp, "extra.safetensors"), lambda path: save_file(extra, path))
     atomic.write_atomic(os.path.join(tmp, "rng.safetensors"), lambda path: save_file(rng, path))
     state = {"global_step": trainer.state.global_step, "num_tokens": trainer.state.num_tokens,
-             "log_history": trainer.state.log_history,
+             "train_seconds": trainer.state.train_seconds, "log_history": trainer.state.log_history,
              "lr_scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler else None,
              "config": trainer.args.to_dict()}
     state["lr_scheduler"] = {k: v for k, v in (state["lr_scheduler"] or {}).items() if k != "lr_lambdas"}
@@ -154,4 +154,5 @@ def load(trainer, path: str) -> None:
     torch.set_rng_state(rng.get(own, rng["torch"]))
     trainer.state.global_step = state["global_step"]
     trainer.state.num_tokens = state["num_tokens"]
+    trainer.state.train_seconds = state.get("train_seconds", 0.0)  # absent from older checkpoints
     trainer.state.log_history = state["log_history"]
