@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 from pathlib import Path
 
 import torch
 
-from shardkit.speedrun import files
+from shardkit.speedrun import files, lifetime
 
 TRAINER_CLASSES = {"pretrain": "PretrainTrainer", "sft": "SFTTrainer", "dpo": "DPOTrainer"}
 PREVIOUS = {"sft": "pretrain", "dpo": "sft"}
@@ -110,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True, choices=sorted(TRAINER_CLASSES))
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    run_stage(args.stage, args.run_dir)
+    # A rank never outlives its launcher; SIGTERM ends it through its finally blocks.
+    with lifetime.signals_exit((signal.SIGTERM, signal.SIGINT)):
+        lifetime.start_watchdog()
+        run_stage(args.stage, args.run_dir)
     return 0
 
 
