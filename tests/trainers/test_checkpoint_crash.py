@@ -94,3 +94,16 @@ def test_a_failed_save_removes_its_staging_directory(tmp_path):
     with CrashAt(3), pytest.raises(Crash):  # the third write of the first save
         _trainer(out, seed=0).train()
     assert os.listdir(out) == []
+
+
+def test_the_next_save_clears_what_killed_saves_left(tmp_path):
+    out = tmp_path / "out"
+    _trainer(out, seed=0, max_steps=1).train()
+    # What a kill -9 leaves: a half-built staging directory of another step, and an aside copy whose new
+    # copy is already in place (the kill came before its deletion).
+    (out / ".tmp-checkpoint-7").mkdir()
+    (out / ".tmp-checkpoint-7" / "model.safetensors").write_bytes(b"half")
+    (out / ".old-checkpoint-1").mkdir()
+    resumed = _trainer(out, seed=0, max_steps=2)
+    resumed.train(resume_from_checkpoint=str(out / "checkpoint-1"))
+    assert sorted(os.listdir(out)) == ["checkpoint-1", "checkpoint-2"]
