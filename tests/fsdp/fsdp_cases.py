@@ -346,6 +346,35 @@ def run_interrupted_save(rank, world, directory):
     return True
 
 
+def run_sharded_resave(rank, world, directory, seed, crash_rank=None, k=None):
+    """Save a model of ``seed`` (one SGD step, so momentum is saved too) over ``directory``.
+
+    Rank ``crash_rank`` ends its process (``os._exit``, no cleanup runs) at its
+    ``k``-th file write or rename; ``k=None``: none does. Returns the rank's
+    counted steps.
+    """
+    from shardkit.testing.faults import CrashAt
+
+    join()
+    model = fsdp.shard(tiny_gpt(seed=seed), units=[Block])
+    opt = FusedSGD(model.parameters(), lr=0.2, momentum=0.9)
+    _train_steps(model, opt, rank, world, 1, 0)
+    with CrashAt(k if rank == crash_rank else None, hard=True) as probe:
+        fsdp.save_sharded_checkpoint(model, opt, directory)
+    return probe.calls
+
+
+def run_load_then_save(rank, world, directory, seed):
+    """Load ``directory`` (as a resume does), then save over it; returns the loaded full state."""
+    join()
+    model = fsdp.shard(tiny_gpt(seed=seed), units=[Block])
+    opt = FusedSGD(model.parameters(), lr=0.2, momentum=0.9)
+    fsdp.load_sharded_checkpoint(model, opt, directory)
+    loaded = {k: v.numpy() for k, v in fsdp.full_state_dict(model, rank0_only=False).items()}
+    fsdp.save_sharded_checkpoint(model, opt, directory)
+    return loaded
+
+
 def sft_trainer(output_dir: str, per_device_batch: int, optim: str = "adamw_fused"):
     """A small SFT run on our GPT with the offline toy tokenizer and data (as tests/trainers)."""
     from shardkit.models import GPTConfig

@@ -1,6 +1,7 @@
 """DPO and KTO on 2 ranks (FULL_SHARD, the reference sharded too) equal the single-process run on the same
 global batches, step for step and metric for metric; a 2-rank resume equals the uninterrupted 2-rank run."""
 
+import json
 import os
 
 import pytest
@@ -58,5 +59,7 @@ def test_two_rank_resume_equals_uninterrupted_two_rank_run(tmp_path):
         assert torch.equal(torch.from_numpy(resumed_params[name]), torch.from_numpy(value)), name
     # Only rank 0 writes the metrics: one line per logged entry, not one per rank.
     assert len((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()) == 4
-    assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 2
+    # The resumed run's file is its whole history: the restored entries, then the new ones.
+    resumed_lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in resumed_lines] == resumed_history
     assert os.path.isfile(tmp_path / "full" / "checkpoint-2" / "shard-00001-of-00002.safetensors")

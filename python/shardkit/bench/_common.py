@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -11,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from shardkit import atomic
 
 
 def machine_info() -> dict:
@@ -67,10 +68,5 @@ def median(values: list[float]) -> float:
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    """Atomic write (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-    return path
+    """Write ``payload`` as JSON with ``shardkit.atomic`` (the project's one atomic writer)."""
+    return atomic.write_json(path, payload, indent=2)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
+
+from shardkit import atomic
 
 # Uncalibrated defaults for the shared-memory transport: a few microseconds
 # per message, one core's copy bandwidth (about 6 GB/s).
@@ -104,14 +105,7 @@ def store_cached(key: str, model: CostModel) -> None:
     except (OSError, ValueError):
         data = {}
     data[key] = model.to_dict()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".comm_model.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic.write_json(path, data, indent=1, sort_keys=True)
 
 
 def fit(world: int, small: int, large: int, times: dict[str, tuple[float, float]]) -> CostModel:

@@ -20,10 +20,12 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from shardkit.speedrun import run
+    from shardkit.speedrun import lifetime, run
 
     started = time.perf_counter()
-    report = run(args.out or f"speedrun-{args.preset}", preset=args.preset, config=args.config, nproc=args.nproc,
-                 restart=args.restart)
+    # SIGTERM stops the ranks and leaves the run resumable, as Ctrl-C does.
+    with lifetime.signals_exit():
+        report = run(args.out or f"speedrun-{args.preset}", preset=args.preset, config=args.config,
+                     nproc=args.nproc, restart=args.restart)
     print(f"speedrun finished in {(time.perf_counter() - started) / 60:.1f} min: report at {report}")
     return 0

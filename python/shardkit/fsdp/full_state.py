@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import torch
 from torch import nn
 
+from shardkit import atomic
 from shardkit.fsdp.sharded_model import get_state
 
 
@@ -66,17 +66,8 @@ def save_full_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
         else:
             first_name[id(t)] = name
             unique[name] = t.contiguous()
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".safetensors", dir=directory)
-    os.close(fd)
-    try:
-        save_file(unique, tmp, metadata={"format": "pt", "shardkit.tied": json.dumps(tied)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    metadata = {"format": "pt", "shardkit.tied": json.dumps(tied)}
+    atomic.write_atomic(path, lambda tmp: save_file(unique, tmp, metadata=metadata))
 
 
 def load_full_state_dict(model: nn.Module, source) -> None:

@@ -14,9 +14,12 @@ host's ranks write, one file per rank of a host: the checkpoint looks like
 a FULL_SHARD one of that many ranks and loads with any strategy and world
 size, as FULL_SHARD checkpoints load into HYBRID models. Element-wise optimizer state (moments, momentum, fp32 masters) is
 resharded the same way; scalar state (the step) is taken from rank 0's file.
-Everything is written into a temporary directory that rank 0 renames into
-place once all ranks are done, so a crash during a save leaves the previous
-checkpoint untouched. No pickle: safetensors and JSON only.
+Everything is written (by ``shardkit.atomic``) into a staging directory that
+rank 0 puts in place with ``atomic.replace_dir`` once all ranks are done: the
+previous copy is renamed aside and deleted only after the new one is in, so
+a crash at any point leaves a complete checkpoint, under its name or as
+``.old-<name>``, which ``load_sharded_checkpoint`` and the next save rename
+back. No pickle: safetensors and JSON only.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import shutil
 import torch
 from torch import nn
 
-from shardkit import comm
+from shardkit import atomic, comm
 from shardkit.fsdp.sharded_model import get_state
 
 _LAYOUT = "layout.json"
@@ -70,8 +73,9 @@ def save_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer |
     final = os.path.abspath(os.fspath(directory))
     tmp = os.path.join(os.path.dirname(final), f".tmp-{os.path.basename(final)}")
     if state.rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        atomic.recover_dir(final)  # an earlier crashed save's .old- copy: back in place, or deleted
+        atomic.staging_dir(final)
     _barrier(state)
     tensors: dict[str, torch.Tensor] = {}
     elementwise: dict[str, list[str]] = {}
@@ -84,21 +88,23 @@ def save_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer |
             tensors[f"optim.{k}.{key}"] = value.detach().clone().reshape(value.shape)
             if value.dim() == 1 and value.numel() == g.shard_numel and key != "step":
                 elementwise.setdefault(str(k), []).append(key)
-    if state.replica_index == 0:  # the other replicas hold the same shards
-        save_file(tensors, os.path.join(tmp, _shard_file(state.shard_rank, state.shard_world_size)),
-                  metadata={"elementwise": json.dumps(elementwise)})
-    if state.rank == 0:
-        with open(os.path.join(tmp, _LAYOUT), "w") as f:
-            json.dump(_layout(state, optimizer), f, indent=1)
-        if write_extra is not None:
-            write_extra(tmp)
-    _barrier(state)
-    if state.rank == 0:
-        old = os.path.join(os.path.dirname(final), f".old-{os.path.basename(final)}")
-        if os.path.exists(final):
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        if state.replica_index == 0:  # the other replicas hold the same shards
+            name = os.path.join(tmp, _shard_file(state.shard_rank, state.shard_world_size))
+            metadata = {"elementwise": json.dumps(elementwise)}
+            atomic.write_atomic(name, lambda path: save_file(tensors, path, metadata=metadata))
+        if state.rank == 0:
+            atomic.write_json(os.path.join(tmp, _LAYOUT), _layout(state, optimizer), indent=1)
+            if write_extra is not None:
+                write_extra(tmp)
+        _barrier(state)
+        if state.rank == 0:
+            atomic.replace_dir(tmp, final)
+    except BaseException:
+        # The staging directory is never a checkpoint: rank 0 removes it (the next save would too).
+        if state.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _barrier(state)
     return final
 
@@ -113,6 +119,7 @@ def load_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer |
 
     state = get_state(model)
     directory = os.fspath(directory)
+    atomic.recover_dir(directory)  # a save that crashed between its renames left the copy as .old-<name>
     layout_path = os.path.join(directory, _LAYOUT)
     if not os.path.isfile(layout_path):
         raise FileNotFoundError(f"directory: {directory!r} has no {_LAYOUT}; not a shardkit sharded checkpoint")

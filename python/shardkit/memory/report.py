@@ -55,8 +55,7 @@ def plot(estimates: dict[str, Any], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import os
-    import tempfile
+    from shardkit.atomic import write_atomic
 
     labels = list(estimates)
     names = [item.name for item in next(iter(estimates.values())).items]
@@ -70,15 +69,7 @@ def plot(estimates: dict[str, Any], path: str) -> None:
     ax.set_title("shardkit memory estimate")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    # Atomic: a crash never leaves a half-written PNG under the final name.
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

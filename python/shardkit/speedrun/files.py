@@ -17,12 +17,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-# The project's one atomic writer (temp file in the same folder, fsync, rename).
-from shardkit.tokenizer.formats import atomic_write as write_atomic
+from shardkit import atomic
+
+# The project's one atomic writer (temp file in the same folder, fsync, rename, fsync the folder).
+from shardkit.atomic import write_atomic
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
-    write_atomic(path, (json.dumps(value, indent=1) + "\n").encode("utf-8"))
+    atomic.write_json(path, value, indent=1)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -48,7 +48,7 @@ def plot_losses(run_dir: Path, state: dict) -> dict[str, str]:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         name = f"loss_{stage}.png"
-        fig.savefig(run_dir / name, dpi=110)
+        files.write_atomic(run_dir / name, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
         plt.close(fig)
         out[stage] = name
     return out
@@ -72,7 +72,7 @@ def plot_memory(run_dir: Path, memory: dict) -> str:
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(run_dir / "memory.png", dpi=110)
+    files.write_atomic(run_dir / "memory.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return "memory.png"
 

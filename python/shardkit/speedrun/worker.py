@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 from pathlib import Path
 
 import torch
 
-from shardkit.speedrun import files
+from shardkit.speedrun import files, lifetime
 
 TRAINER_CLASSES = {"pretrain": "PretrainTrainer", "sft": "SFTTrainer", "dpo": "DPOTrainer"}
 PREVIOUS = {"sft": "pretrain", "dpo": "sft"}
@@ -39,11 +40,6 @@ def load_tokenizer(run_dir: Path):
     return TrainerTokenizer(BPETokenizer.load(files.tokenizer_path(run_dir), trust_pattern=True))
 
 
-def _checkpoints(directory: Path) -> list[Path]:
-    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
 def _even(records: list[dict], multiple: int) -> list[dict]:
     """Drop the last partial global batch, so every rank gets a full micro-batch."""
     keep = len(records) - len(records) % multiple
@@ -56,6 +52,7 @@ def run_stage(stage: str, run_dir: Path) -> None:
     from shardkit import comm, fsdp
     from shardkit.models.gpt import Block
     import shardkit.trainers as trainers
+    from shardkit.trainers import checkpoint
     from shardkit.speedrun import memory_probe
     from shardkit.speedrun.config import trainer_args
 
@@ -90,14 +87,17 @@ def run_stage(stage: str, run_dir: Path) -> None:
     evaluation = files.read_jsonl(eval_path) if eval_path.exists() else None
     trainer = getattr(trainers, TRAINER_CLASSES[stage])(model, args=args, train_dataset=train,
                                                        eval_dataset=evaluation, processing_class=tokenizer)
-    resume = _checkpoints(directory)
-    resumed_tokens = files.read_json(resume[-1] / "trainer_state.json")["num_tokens"] if resume else 0
+    resume = checkpoint.latest(directory)  # also recovers a checkpoint a crashed save left aside
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume[-1]) if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
-    result = {"stage": stage, "world_size": world, "seconds": seconds, "num_tokens": trainer.state.num_tokens,
-              "tokens_per_second": (trainer.state.num_tokens - resumed_tokens) / seconds,
-              "log_history": trainer.state.log_history, "resumed_from": resume[-1].name if resume else None}
+    # Training time and throughput over every session of the stage: a rerun resumed from the final
+    # checkpoint (stopped during evaluation) trains no step, and this session's time would say 0 tokens/s.
+    train_seconds = trainer.state.train_seconds
+    result = {"stage": stage, "world_size": world, "seconds": train_seconds, "session_seconds": seconds,
+              "num_tokens": trainer.state.num_tokens,
+              "tokens_per_second": trainer.state.num_tokens / train_seconds if train_seconds > 0 else float("nan"),
+              "log_history": trainer.state.log_history, "resumed_from": resume.name if resume else None}
     if evaluation is not None:
         result["eval"] = trainer.evaluate()
     if stage == "pretrain":
@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True, choices=sorted(TRAINER_CLASSES))
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    run_stage(args.stage, args.run_dir)
+    # A rank never outlives its launcher; SIGTERM ends it through its finally blocks.
+    with lifetime.signals_exit((signal.SIGTERM, signal.SIGINT)):
+        lifetime.start_watchdog()
+        run_stage(args.stage, args.run_dir)
     return 0
 
 

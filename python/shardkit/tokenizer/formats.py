@@ -15,11 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from shardkit.atomic import write_atomic
 from shardkit.tokenizer.splitter import PatternTimeoutError
 
 FORMAT_NAME = "shardkit-bpe"
@@ -119,23 +118,6 @@ def merges_from_ranks(tokens: list[bytes]) -> list[tuple[int, int]]:
 # ---- our JSON ---------------------------------------------------------------
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_json(tok, path) -> None:
     tokens = tok._tokens
     trained_layout = all(tokens[b] == bytes([b]) for b in range(256)) and all(len(t) > 1 for t in tokens[256:])
@@ -158,7 +140,7 @@ def save_json(tok, path) -> None:
         doc["tokens"] = [base64.b64encode(t).decode("ascii") for t in tokens]
         if tok._merges is not None:
             doc["merges"] = [list(m) for m in tok._merges]
-    atomic_write(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+    write_atomic(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
 
 
 def _field(doc: dict, key: str, kind, path) -> object:
@@ -305,7 +287,7 @@ def hf_tokenizer_json(tok) -> dict:
 def save_hf(tok, directory) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "tokenizer.json", json.dumps(hf_tokenizer_json(tok), ensure_ascii=False).encode())
+    write_atomic(directory / "tokenizer.json", json.dumps(hf_tokenizer_json(tok), ensure_ascii=False).encode())
     specials = tok.special_tokens
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
     template = tok.chat_template
@@ -315,7 +297,7 @@ def save_hf(tok, directory) -> None:
     if "<|endoftext|>" in specials:
         config["bos_token"] = "<|endoftext|>"
         config["pad_token"] = "<|endoftext|>"
-    atomic_write(directory / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=1).encode())
+    write_atomic(directory / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=1).encode())
 
 
 # ---- tiktoken -------------------------------------------------------------------

@@ -14,6 +14,7 @@ the step count to resume exactly where it stopped.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +31,18 @@ from shardkit.trainers.setup import prepare_model_and_optimizer
 
 @dataclass
 class TrainerState:
-    """Progress of a run; ``log_history`` holds the logged dicts, as in transformers."""
+    """Progress of a run; ``log_history`` holds the logged dicts, as in transformers.
+
+    ``train_seconds``: wall time of the optimizer steps (not evaluation or
+    checkpoints) over every session of a resumed run, so ``num_tokens /
+    train_seconds`` is the run's throughput even when the last session
+    resumed from the final checkpoint and ran no step.
+    """
 
     global_step: int = 0
     num_tokens: int = 0
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
 
 
 def check_processing_class(tok) -> None:
@@ -173,12 +181,14 @@ class BaseTrainer:
         else:
             self.before_train()
         # Every rank computes the same global log entries; only rank 0 writes them.
-        log = MetricsLog(args, total, initial=self.state.global_step, enabled=data_parallel.rank() == 0)
+        log = MetricsLog(args, total, initial=self.state.global_step, enabled=data_parallel.rank() == 0,
+                         history=self.state.log_history)
         params = [p for p in self.model.parameters() if p.requires_grad]
         ga = args.gradient_accumulation_steps
         losses_since_log: list[float] = []
         try:
             while self.state.global_step < total:
+                step_started = time.perf_counter()
                 step = self.state.global_step
                 batches = [self.micro_batch(step * ga + i) for i in range(ga)]
                 num_items = self.count_items(batches) if self.token_level_loss else None
@@ -205,6 +215,7 @@ class BaseTrainer:
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.state.global_step += 1
+                self.state.train_seconds += time.perf_counter() - step_started
                 losses_since_log.append(step_loss)
                 done = self.state.global_step
                 if done % args.logging_steps == 0 or done == total:

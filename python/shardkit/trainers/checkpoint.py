@@ -5,8 +5,11 @@
 state dict), ``extra.safetensors`` (e.g. precomputed reference log-probs),
 ``rng.safetensors`` (torch's RNG state; with several ranks each rank's, as
 ``torch.rank<r>``) and ``trainer_state.json``. The data order is a function
-of (seed, step), so the step restores it. A checkpoint is written into a temp
-directory and renamed into place, so a crash never leaves a half checkpoint.
+of (seed, step), so the step restores it. A checkpoint is written into a
+staging directory and put in place by ``shardkit.atomic.replace_dir``, which
+removes an older copy of the same step only once the new one is in: a crash
+at any point leaves a complete ``checkpoint-<step>`` (or its ``.old-`` copy,
+which ``load`` and ``latest`` rename back).
 
 A model sharded by ``shardkit.fsdp`` (several ranks) saves instead a sharded
 checkpoint (``layout.json`` + one ``shard-*.safetensors`` per rank, holding the
@@ -19,12 +22,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from shardkit import atomic
 from shardkit.trainers import data_parallel
+
+_PATTERN = "checkpoint-*"
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -66,6 +72,8 @@ def _save_sharded(trainer, final: str) -> str:
     from shardkit import fsdp
 
     rng = _rng_states(trainer)
+    if fsdp.get_state(trainer.model).rank == 0:  # the ranks touch no file before the save's first barrier
+        atomic.sweep(os.path.dirname(final), _PATTERN)
     return fsdp.save_sharded_checkpoint(trainer.model, trainer.optimizer, final,
                                         write_extra=lambda tmp: _write_trainer_files(trainer, tmp, rng))
 
@@ -77,17 +85,16 @@ def save(trainer) -> str:
     final = os.path.join(args.output_dir, f"checkpoint-{trainer.state.global_step}")
     if hasattr(trainer.model, "_shardkit_fsdp"):
         return _save_sharded(trainer, final)
-    tmp = tempfile.mkdtemp(prefix=".checkpoint-", dir=args.output_dir)
+    atomic.sweep(args.output_dir, _PATTERN)  # what crashed saves left
+    rng = _rng_states(trainer)
+    tmp = atomic.staging_dir(final)
     try:
-        save_model(trainer.model, os.path.join(tmp, "model.safetensors"))
+        atomic.write_atomic(os.path.join(tmp, "model.safetensors"), lambda path: save_model(trainer.model, path))
         tensors, meta = _flatten_optimizer(trainer.optimizer.state_dict())
-        save_file(tensors, os.path.join(tmp, "optimizer.safetensors"))
-        with open(os.path.join(tmp, "optimizer.json"), "w") as f:
-            json.dump(meta, f)
-        _write_trainer_files(trainer, tmp, _rng_states(trainer))
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        atomic.write_atomic(os.path.join(tmp, "optimizer.safetensors"), lambda path: save_file(tensors, path))
+        atomic.write_json(os.path.join(tmp, "optimizer.json"), meta)
+        _write_trainer_files(trainer, tmp, rng)
+        atomic.replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -97,19 +104,31 @@ def save(trainer) -> str:
 def _write_trainer_files(trainer, tmp: str, rng: dict[str, torch.Tensor]) -> None:
     """Everything but the model and optimizer: extra tensors, RNG, progress, scheduler, config."""
     extra = {k: v.contiguous() for k, v in trainer.extra_checkpoint_tensors().items()}
-    save_file(extra, os.path.join(tmp, "extra.safetensors"))
-    save_file(rng, os.path.join(tmp, "rng.safetensors"))
+    atomic.write_atomic(os.path.join(tmp, "extra.safetensors"), lambda path: save_file(extra, path))
+    atomic.write_atomic(os.path.join(tmp, "rng.safetensors"), lambda path: save_file(rng, path))
     state = {"global_step": trainer.state.global_step, "num_tokens": trainer.state.num_tokens,
-             "log_history": trainer.state.log_history,
+             "train_seconds": trainer.state.train_seconds, "log_history": trainer.state.log_history,
              "lr_scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler else None,
              "config": trainer.args.to_dict()}
     state["lr_scheduler"] = {k: v for k, v in (state["lr_scheduler"] or {}).items() if k != "lr_lambdas"}
-    with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
-        json.dump(state, f, indent=1)
+    atomic.write_json(os.path.join(tmp, "trainer_state.json"), state, indent=1)
+
+
+def latest(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` in ``output_dir`` (None if none), after recovering crashed saves.
+
+    Every rank may call it at once (the recovery tolerates that).
+    """
+    output_dir = Path(output_dir)
+    for old in output_dir.glob(f".old-{_PATTERN}"):
+        atomic.recover_dir(output_dir / old.name.removeprefix(".old-"))
+    found = [p for p in output_dir.glob(_PATTERN) if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def load(trainer, path: str) -> None:
     """Restore ``trainer`` (model, optimizer, scheduler, RNG, step, logs) from a checkpoint directory."""
+    atomic.recover_dir(path)  # a save that crashed between its renames left the copy as .old-<name>
     state_path = os.path.join(path, "trainer_state.json")
     if not os.path.isfile(state_path):
         raise FileNotFoundError(f"resume_from_checkpoint={path!r}: no trainer_state.json there")
@@ -135,4 +154,5 @@ def load(trainer, path: str) -> None:
     torch.set_rng_state(rng.get(own, rng["torch"]))
     trainer.state.global_step = state["global_step"]
     trainer.state.num_tokens = state["num_tokens"]
+    trainer.state.train_seconds = state.get("train_seconds", 0.0)  # absent from older checkpoints
     trainer.state.log_history = state["log_history"]

@@ -1,4 +1,10 @@
-"""Where logged metrics go: the console (a tqdm bar), ``metrics.jsonl``, TensorBoard."""
+"""Where logged metrics go: the console (a tqdm bar), ``metrics.jsonl``, TensorBoard.
+
+``metrics.jsonl`` is the run's ``log_history``, one line per entry: it is
+first rewritten (atomically) to the history the run starts from, so a run
+resumed from an earlier checkpoint drops the entries logged after it instead
+of appending them a second time, and then each new entry is appended.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,28 @@ import os
 
 from tqdm.auto import tqdm
 
+from shardkit import atomic
+
 
 class MetricsLog:
     """Writes each logged dict to every sink the config asks for.
 
     ``enabled=False`` (every rank but 0 when several train) writes nothing.
+    ``history``: the entries logged before (a resumed run's restored ``log_history``).
     """
 
-    def __init__(self, args, total_steps: int, initial: int = 0, enabled: bool = True) -> None:
+    def __init__(self, args, total_steps: int, initial: int = 0, enabled: bool = True,
+                 history: list[dict] = ()) -> None:
         self.bar = tqdm(total=total_steps, initial=initial, disable=args.disable_tqdm or not enabled, desc="train")
         self.jsonl = None
         self.tensorboard = None
         if not enabled:
             return
         if "jsonl" in args.report_to:
-            os.makedirs(args.output_dir, exist_ok=True)
-            self.jsonl = open(os.path.join(args.output_dir, "metrics.jsonl"), "a", encoding="utf-8")
+            path = os.path.join(args.output_dir, "metrics.jsonl")
+            atomic.write_text(path, "".join(json.dumps(entry) + "\n" for entry in history))
+            # Appends, not a rewrite per entry: a crash loses at most the line being written.
+            self.jsonl = open(path, "a", encoding="utf-8")
         if "tensorboard" in args.report_to:
             try:
                 from torch.utils.tensorboard import SummaryWriter
