@@ -154,9 +154,14 @@ ShmTransport::ShmTransport(const std::string& name, int rank_, int world_, int64
       if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size == size_) break;
       if (fd >= 0) ::close(fd);
       fd = -1;
-      if (Clock::now() > deadline) {
-        throw CommError("shardkit.comm: timed out after " + std::to_string(timeout_s) + " s waiting for " + who(0) +
-                        " to create shared memory segment " + name_);
+      const bool creator_died = !process_alive(creator_pid(name));
+      if (creator_died || Clock::now() > deadline) {
+        // A creator that died between creating and sizing the segment leaves its name behind: remove it.
+        if (creator_died) shm_unlink(name_.c_str());
+        throw CommError("shardkit.comm: " +
+                        (creator_died ? who(0) + " died"
+                                      : "timed out after " + std::to_string(timeout_s) + " s waiting for " + who(0)) +
+                        " before creating shared memory segment " + name_);
       }
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
@@ -184,7 +189,10 @@ ShmTransport::ShmTransport(const std::string& name, int rank_, int world_, int64
                    "shared memory segment ", name_, " was created for ", header_->world, " ranks and slot_bytes ",
                    header_->slot_bytes, ", this rank expects ", world, " and ", slot_bytes);
     control(rank)->pid.store(getpid(), std::memory_order_relaxed);
-    header_->attached.fetch_add(1, std::memory_order_acq_rel);
+    // The last rank to attach removes the name: every rank has the segment
+    // mapped by then, so its memory is freed when the last process exits,
+    // however it exits (rank 0 may already be dead).
+    if (header_->attached.fetch_add(1, std::memory_order_acq_rel) + 1 == world) shm_unlink(name_.c_str());
     notify();
     for (int r = 0; r < world; ++r) {
       wait_for(r, "to attach to the shared memory segment",
@@ -196,9 +204,6 @@ ShmTransport::ShmTransport(const std::string& name, int rank_, int world_, int64
     base_ = nullptr;
     throw;
   }
-  // Everyone has it mapped: remove the name now, so the memory is freed when
-  // the last process exits, however it exits.
-  if (rank == 0) shm_unlink(name_.c_str());
 }
 
 ShmTransport::~ShmTransport() { close(); }

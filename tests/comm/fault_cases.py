@@ -113,3 +113,32 @@ def validation(rank: int, world: int) -> list[str]:
     messages.append(f"sum={t[0].item()}")
     comm.destroy()
     return messages
+
+
+def killed_in_init(rank: int, world: int, other_joins: bool) -> str:
+    """Local rank 0 is SIGKILLed while it waits in comm.init for the others to attach to its segment.
+
+    ``other_joins``: the other ranks attach afterwards (and must not leak the
+    segment); else they are killed before attaching too (the segment stays for
+    the next init's sweep).
+    """
+    import signal
+    import threading
+
+    from shardkit import _native
+
+    real = _native.C.ShmGroup
+
+    def delayed(*args, **kwargs):
+        if rank == 0:
+            threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+        elif other_joins:
+            time.sleep(2.5)  # attach after rank 0 is dead
+        else:
+            time.sleep(2.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    _native.C.ShmGroup = delayed
+    comm.init(timeout=5)
+    return "joined"

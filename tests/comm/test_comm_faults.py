@@ -77,6 +77,23 @@ def test_bad_arguments_raise_clear_errors():
     assert last == "sum=3.0"
 
 
+def test_rank_zero_killed_in_init_leaks_no_segment():
+    # The last rank to attach removes the name, so rank 0's death after creating it leaks nothing.
+    before = shm_segments()
+    results = spawn(fault_cases.killed_in_init, 2, args=(True,), timeout=60, may_die=[0])
+    assert results[1] == "joined"
+    assert shm_segments() - before == set()
+
+
+def test_segment_of_a_job_killed_in_init_is_swept_by_the_next_init():
+    before = shm_segments()
+    spawn(fault_cases.killed_in_init, 2, args=(False,), timeout=60, may_die=[0, 1])
+    left = shm_segments() - before
+    assert len(left) == 1, left  # nobody attached after the creator died: only a sweep can remove it
+    spawn(fault_cases.killed_rank, 2, timeout=60, may_die=[1])  # any later job on this host
+    assert not left & shm_segments()
+
+
 def test_stale_segments_are_removed():
     dead = subprocess.Popen(["true"])
     dead.wait()
