@@ -15,6 +15,7 @@ import torch.distributed as dist
 from shardkit import _native
 from shardkit.comm.group import Group
 from shardkit.comm.work import Work
+from shardkit.ops import _checks
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int32, torch.int64)
 _OP_CODES = {"sum": 0, "avg": 1, "max": 2, "min": 3}
@@ -35,16 +36,8 @@ def op_name(op) -> str:
 
 def check_tensor(t, name: str, device_type: str = "cpu") -> None:
     """A contiguous tensor of a supported dtype on ``device_type`` ("cpu" here, "cuda" for NCCL)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name}: expected one of float32, float64, bfloat16, float16, int32, int64, got {t.dtype}")
-    if t.device.type != device_type:
-        where = "shardkit.comm.nccl" if t.device.type == "cuda" else "shardkit.comm"
-        raise ValueError(f"{name}: expected a {device_type.upper()} tensor, got device {t.device} "
-                         f"({t.device.type.upper()} tensors go through {where})")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: expected a contiguous tensor (a silent copy would lose the result); call .contiguous()")
+    hint = " (CUDA tensors go through shardkit.comm.nccl)" if device_type == "cpu" else ""
+    _checks.check_tensor(t, name, device=device_type, dtypes=SUPPORTED_DTYPES, device_hint=hint)
 
 
 def _check_op_dtype(op: str, t: torch.Tensor, name: str) -> None:

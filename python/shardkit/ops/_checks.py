@@ -18,24 +18,29 @@ def check_tensor(
     t: torch.Tensor,
     name: str,
     *,
-    device: torch.device,
+    device: torch.device | str,
     dtypes: Sequence[torch.dtype] | None = None,
     numel: int | None = None,
+    device_hint: str = "",
 ) -> None:
-    """Dense, contiguous, on ``device``, with an allowed dtype and ``numel`` elements."""
+    """Dense, contiguous, on ``device``, with an allowed dtype and ``numel`` elements.
+
+    ``device``: a ``torch.device`` (that very device) or a device type such as
+    ``"cpu"``; ``device_hint`` is added to the message when the device is wrong.
+    """
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
         raise TypeError(f"{name}: expected a dense (strided) tensor, got layout {t.layout}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device}, got one on {t.device}")
+    if (t.device.type != device) if isinstance(device, str) else (t.device != device):
+        raise ValueError(f"{name}: expected a tensor on {device}, got one on {t.device}{device_hint}")
     if dtypes is not None and t.dtype not in dtypes:
-        allowed = ", ".join(str(d) for d in dtypes)
-        raise TypeError(f"{name}: expected dtype in ({allowed}), got {t.dtype}")
+        allowed = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"{name}: expected one of {allowed}, got {t.dtype}")
     if not t.is_contiguous():
         raise ValueError(
             f"{name}: expected a contiguous tensor, got strides {tuple(t.stride())} for shape {tuple(t.shape)}; "
-            "shardkit never copies an input silently"
+            "shardkit never copies an input silently (call .contiguous() if the copy is intended)"
         )
     if numel is not None and t.numel() != numel:
         raise ValueError(f"{name}: expected {numel} elements, got {t.numel()}")
