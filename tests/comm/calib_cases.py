@@ -8,6 +8,6 @@ def run(rank: int, world: int) -> dict:
     model = comm.calibrate(repeats=3)
     comm.destroy()
     again = comm.init(timeout=60)  # loads rank 0's cache entry
-    picked = [again.model.choose(world, n) for n in (4096, 1 << 20, 64 << 20)]
+    picked = [again.model.choose(world, n) for n in (4096, 64 << 10, 1 << 20, 16 << 20, 64 << 20)]
     comm.destroy()
     return {"model": model.to_dict(), "reloaded": again.model.to_dict(), "picked": picked, "key": g.model_key}

@@ -31,6 +31,17 @@ def test_formulas_follow_the_alpha_beta_model():
     assert big.choose(4, 1 << 30) == "ring"
 
 
+def test_choose_follows_the_measured_times_over_the_fitted_lines():
+    # Fitted lines that favour the tree everywhere, but the ring was measured faster at 16 MiB.
+    measured = ((4096, 2e-5, 1e-5), (1 << 20, 3e-4, 2e-4), (16 << 20, 3e-3, 4e-3))
+    m = cost_model.CostModel(ring=cost_model.AlgoCost(alpha=1e-5, beta=1e-9),
+                             tree=cost_model.AlgoCost(alpha=1e-6, beta=1e-10), measured=measured)
+    assert [m.choose(2, n) for n in (100, 4096, 1 << 20, 12 << 20, 16 << 20, 1 << 30)] == \
+        ["tree", "tree", "tree", "ring", "ring", "ring"]
+    assert cost_model.CostModel.from_dict(m.to_dict()) == m  # kept through the cache
+    assert cost_model.CostModel.from_dict({"ring": {}, "tree": {}}).measured == ()  # caches from before
+
+
 def test_fit_recovers_the_constants_of_synthetic_timings():
     truth = model(3e-6, 2e-10, 7e-6, 4e-10)
     for p in (2, 3, 4, 8):
@@ -69,6 +80,10 @@ def test_calibration_measures_caches_and_reloads(tmp_path):
     # Every rank got rank 0's constants back from the cache, and so picks alike.
     assert all(o["reloaded"] == measured for o in out)
     assert out[0]["picked"] == out[1]["picked"]
+    # auto takes what the calibration measured faster at each calibrated size (and the largest beyond it).
+    faster = ["tree" if tree < ring else "ring" for _, ring, tree in measured["measured"]]
+    assert [n for n, _, _ in measured["measured"]] == [4096, 64 << 10, 1 << 20, 16 << 20]
+    assert out[0]["picked"] == faster + faster[-1:]
     assert out[0]["key"] in json.loads((tmp_path / "comm_model.json").read_text())
 
 

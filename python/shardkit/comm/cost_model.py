@@ -14,6 +14,11 @@ The constants differ per algorithm (the tree's chunks move through more
 hands per byte), so each has its own pair. ``calibrate()`` measures them on
 this machine and caches them per (host, local world size) in
 ``$SHARDKIT_CACHE_DIR/comm_model.json`` (default ``~/.cache/shardkit``).
+
+A calibrated model also keeps the times it measured, and ``choose`` follows
+them: at a size, ``algo="auto"`` takes the algorithm that was measured faster
+at the nearest calibrated size. Two straight lines fitted through two sizes
+can cross in the wrong place, and the measurement is what was asked for.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class CostModel:
     ring: AlgoCost = field(default_factory=AlgoCost, metadata={"help": "ring all-reduce constants"})
     tree: AlgoCost = field(default_factory=AlgoCost, metadata={"help": "double-binary-tree constants"})
     source: str = field(default="defaults", metadata={"help": "'defaults', 'calibrated' or 'user'"})
+    measured: tuple[tuple[int, float, float], ...] = field(
+        default=(), metadata={"help": "calibration's (bytes, ring seconds, tree seconds), by size"})
 
     def ring_time(self, world: int, nbytes: float) -> float:
         """Predicted seconds of a ring all-reduce."""
@@ -60,7 +67,12 @@ class CostModel:
         return 2 * math.ceil(math.log2(world)) * self.tree.alpha + 2 * nbytes * self.tree.beta
 
     def choose(self, world: int, nbytes: float) -> str:
-        """``"ring"`` or ``"tree"``, whichever is predicted faster (ring on ties)."""
+        """``"ring"`` or ``"tree"``: the one measured faster at the calibrated size nearest to
+        ``nbytes`` (on a log scale), else the one predicted faster; ring on ties."""
+        if self.measured:
+            size = max(float(nbytes), 1.0)
+            _, ring, tree = min(self.measured, key=lambda row: abs(math.log2(row[0] / size)))
+            return "tree" if tree < ring else "ring"
         return "tree" if self.tree_time(world, nbytes) < self.ring_time(world, nbytes) else "ring"
 
     def to_dict(self) -> dict:
@@ -68,8 +80,10 @@ class CostModel:
 
     @staticmethod
     def from_dict(data: dict) -> CostModel:
+        measured = tuple((int(n), float(r), float(t)) for n, r, t in data.get("measured", ()))
         return CostModel(
-            ring=AlgoCost(**data["ring"]), tree=AlgoCost(**data["tree"]), source=str(data.get("source", "user"))
+            ring=AlgoCost(**data["ring"]), tree=AlgoCost(**data["tree"]), source=str(data.get("source", "user")),
+            measured=measured,
         )
 
 
@@ -108,10 +122,12 @@ def store_cached(key: str, model: CostModel) -> None:
     atomic.write_json(path, data, indent=1, sort_keys=True)
 
 
-def fit(world: int, small: int, large: int, times: dict[str, tuple[float, float]]) -> CostModel:
+def fit(world: int, small: int, large: int, times: dict[str, tuple[float, float]],
+        measured: tuple[tuple[int, float, float], ...] = ()) -> CostModel:
     """Solve each algorithm's (alpha, beta) from its times at two sizes.
 
-    ``times[algo] = (seconds at `small` bytes, seconds at `large` bytes)``.
+    ``times[algo] = (seconds at `small` bytes, seconds at `large` bytes)``;
+    ``measured`` (every calibrated size's times) is kept for ``choose``.
     """
     out = {}
     for algo, (t_small, t_large) in times.items():
@@ -122,4 +138,4 @@ def fit(world: int, small: int, large: int, times: dict[str, tuple[float, float]
         beta = max((t_large - t_small) / (volume * (large - small)), 1e-13)
         alpha = max((t_small - volume * small * beta) / steps, 1e-8)
         out[algo] = AlgoCost(alpha=alpha, beta=beta)
-    return CostModel(ring=out["ring"], tree=out["tree"], source="calibrated")
+    return CostModel(ring=out["ring"], tree=out["tree"], source="calibrated", measured=tuple(measured))
