@@ -1,14 +1,25 @@
-"""Collectives benchmark, nccl-tests style: size, time, algbw, busbw for
-shardkit.comm against torch.distributed gloo, measured in the same run,
-interleaved (each repeat times shardkit then gloo on the same buffers).
+"""Collectives benchmark, nccl-tests style: shardkit.comm against torch.distributed gloo, side by side.
 
-    python -m benchmarks.bench_comm                   # 2 ranks, 4 KB .. 256 MB, fp32
-    python -m benchmarks.bench_comm --world 4 --max-bytes 64M
+    python -m benchmarks.bench_comm                      # 2 ranks, 4 KB .. 256 MB, fp32
+    python -m benchmarks.bench_comm --nproc 4 --max-bytes 64M
 
-busbw follows nccl-tests: all_reduce algbw * 2(p-1)/p; reduce_scatter and
-all_gather algbw * (p-1)/p with the full (p * shard) size; broadcast algbw.
-A collective's time is the slowest rank's. Writes a JSON file (cases, the
-gloo anchor, ratios, machine, versions) and a PNG plot of busbw vs size.
+Launched as users launch training: the script relaunches itself under
+``torchrun --nproc-per-node N`` at torchrun's defaults (``OMP_NUM_THREADS=1``
+per rank); run directly under torchrun it does the same work.
+
+Every case times batches of back-to-back calls (enough to move about 16 MB,
+1 to 20 calls) on random per-rank data, refilled before each batch outside
+the timer (sums of a constant buffer grow into infinities and are not what
+training reduces). Ranks start each batch together (a barrier) and a batch's
+time is its slowest rank's. Cases are interleaved batch by batch, so that
+noise hits all of them alike: all_reduce
+(ring, tree, and what ``algo="auto"`` picks), reduce_scatter, all_gather,
+broadcast and reduce, each beside gloo. Reported: median and the 10th-90th
+percentiles over the batches of the time per call, busbw as nccl-tests defines it (all_reduce algbw *
+2(p-1)/p; reduce_scatter and all_gather algbw * (p-1)/p of the full p * shard
+size; broadcast and reduce algbw), and the ratio to gloo. Writes JSON and a
+PNG of busbw against size beside the one-core copy bandwidth, the bound of a
+transport where one core moves each byte.
 """
 
 from __future__ import annotations
@@ -16,18 +27,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")
+OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce")
 
 
-def _sizes(lo: int, hi: int) -> list[int]:
+def sizes(lo: int, hi: int) -> list[int]:
     out, s = [], lo
     while s <= hi:
         out.append(s)
@@ -35,46 +47,67 @@ def _sizes(lo: int, hi: int) -> list[int]:
     return out
 
 
-def _bus_factor(op: str, p: int) -> float:
+def bus_factor(op: str, p: int) -> float:
     return {"all_reduce": 2 * (p - 1) / p, "reduce_scatter": (p - 1) / p, "all_gather": (p - 1) / p}.get(op, 1.0)
 
 
-def _cases(op: str, nbytes: int, p: int, rank: int):
-    """(shardkit fn, gloo fn) moving `nbytes` in total (nccl-tests' size)."""
+def cases(op: str, nbytes: int, p: int) -> tuple[list[torch.Tensor], dict]:
+    """(buffers refilled before each call, {case name: call}) moving ``nbytes`` in total (nccl-tests' size)."""
     from shardkit import comm
 
-    n = nbytes // 4
+    n = max(p, nbytes // 4 // p * p)  # fp32 elements, a multiple of p
     m = n // p
     if op == "all_reduce":
-        a, b = torch.ones(n), torch.ones(n)
-        return (lambda: comm.all_reduce(a, algo="ring"), lambda: dist.all_reduce(b),
-                lambda: comm.all_reduce(a, algo="tree"))
+        a, b, c = (torch.empty(n) for _ in range(3))
+        auto = comm.get_group().model.choose(comm.get_group().local_world_size, n * 4)
+        return [a, b, c], {"shardkit ring": lambda: comm.all_reduce(a, algo="ring"),
+                           "shardkit tree": lambda: comm.all_reduce(b, algo="tree"),
+                           f"shardkit auto ({auto})": lambda: comm.all_reduce(c, algo="auto"),
+                           "gloo": lambda: dist.all_reduce(a)}
     if op == "reduce_scatter":
-        inp, out_a, out_b = torch.ones(m * p), torch.empty(m), torch.empty(m)
-        rs = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-        return (lambda: comm.reduce_scatter(out_a, inp), lambda: rs(out_b, inp), None)
+        inp, out = torch.empty(n), torch.empty(m)
+        return [inp], {"shardkit": lambda: comm.reduce_scatter(out, inp),
+                       "gloo": lambda: dist.reduce_scatter_tensor(out, inp)}
     if op == "all_gather":
-        shard, out_a, out_b = torch.ones(m), torch.empty(m * p), torch.empty(m * p)
-        ag = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-        return (lambda: comm.all_gather(out_a, shard), lambda: ag(out_b, shard), None)
-    a, b = torch.ones(n), torch.ones(n)
-    return (lambda: comm.broadcast(a, 0), lambda: dist.broadcast(b, 0), None)
+        shard, out = torch.empty(m), torch.empty(n)
+        return [shard], {"shardkit": lambda: comm.all_gather(out, shard),
+                         "gloo": lambda: dist.all_gather_into_tensor(out, shard)}
+    a = torch.empty(n)
+    if op == "broadcast":
+        return [a], {"shardkit": lambda: comm.broadcast(a, 0), "gloo": lambda: dist.broadcast(a, 0)}
+    return [a], {"shardkit": lambda: comm.reduce(a, 0), "gloo": lambda: dist.reduce(a, 0)}
 
 
-def _time(fn, iters: int) -> float:
-    """Slowest rank's seconds per call over `iters` back-to-back calls."""
-    dist.barrier()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    elapsed = torch.tensor([(time.perf_counter() - start) / iters], dtype=torch.float64)
-    dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-    return elapsed.item()
+def time_cases(buffers, calls: dict, batches: int, per_batch: int, gen: torch.Generator) -> dict[str, list[float]]:
+    """Seconds per call of every case, the slowest rank's, one sample per batch of ``per_batch``
+    back-to-back calls, interleaved batch by batch. The random data are refilled before every batch
+    (at most 20 sums in a row grow them by world**20: no overflow at 8 ranks)."""
+    source = [torch.randn(buf.numel(), generator=gen) for buf in buffers]
+    mine: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(batches + 1):  # the first round warms up: page faults, lazy buffers
+        for name, call in calls.items():
+            for buf, src in zip(buffers, source):
+                buf.copy_(src)
+            dist.barrier()
+            start = time.perf_counter()
+            for _ in range(per_batch):
+                call()
+            if i:
+                mine[name].append((time.perf_counter() - start) / per_batch)
+    flat = torch.tensor([t for name in calls for t in mine[name]], dtype=torch.float64)
+    dist.all_reduce(flat, op=dist.ReduceOp.MAX)
+    return {name: flat[k * batches:(k + 1) * batches].tolist() for k, name in enumerate(calls)}
 
 
-def _copy_bandwidth() -> float:
-    """One core's memcpy bandwidth (GB/s, read + write counted once): the shared-memory limit."""
-    src, dst = torch.ones(16 << 20), torch.empty(16 << 20)
+def summary(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"median_s": statistics.median(ordered), "p10_s": pick(0.1), "p90_s": pick(0.9)}
+
+
+def copy_bandwidth() -> float:
+    """One core's copy bandwidth (GB/s, bytes copied per second): the bound of a one-core transport."""
+    src, dst = torch.randn(16 << 20), torch.empty(16 << 20)
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
@@ -83,121 +116,115 @@ def _copy_bandwidth() -> float:
     return src.numel() * 4 / best / 1e9
 
 
-def _rank_main(rank: int, world: int, cfg: dict) -> dict:
+def rank_main(args) -> None:
     from shardkit import comm
+    from shardkit.bench._common import machine_info, write_json
 
-    torch.set_num_threads(1)
-    comm.init(timeout=600)
+    dist.init_process_group("gloo")
+    group = comm.init(timeout=600)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    gen = torch.Generator().manual_seed(1000 + rank)
     rows = []
-    for op in cfg["ops"]:
-        for nbytes in _sizes(cfg["min_bytes"], cfg["max_bytes"]):
-            ours, gloo, tree = _cases(op, nbytes, world, rank)
-            iters = max(1, min(200, int(cfg["target_bytes"] // nbytes)))
-            for fn in (ours, gloo) + ((tree,) if tree else ()):
-                fn()  # warm-up: page faults, lazy buffers
-            t_ours, t_gloo, t_tree = [], [], []
-            for _ in range(cfg["repeats"]):
-                t_ours.append(_time(ours, iters))
-                t_gloo.append(_time(gloo, iters))
-                if tree:
-                    t_tree.append(_time(tree, iters))
-            row = {"op": op, "bytes": nbytes, "iters": iters,
-                   "shardkit_s": statistics.median(t_ours), "gloo_s": statistics.median(t_gloo)}
-            if tree:
-                row["shardkit_tree_s"] = statistics.median(t_tree)
-            factor = _bus_factor(op, world)
-            for key in ("shardkit", "gloo", "shardkit_tree"):
-                if f"{key}_s" in row:
-                    row[f"{key}_busbw_gbs"] = nbytes / row[f"{key}_s"] / 1e9 * factor
-            row["busbw_ratio"] = row["shardkit_busbw_gbs"] / row["gloo_busbw_gbs"]
-            rows.append(row)
-            if rank == 0:
-                _print_row(row)
+    if rank == 0:
+        print(f"# {world} ranks, {torch.get_num_threads()} torch thread(s) each; times in us per call: "
+              f"median [p10, p90] over {args.repeats} batches; busbw GB/s")
+        print(f"{'op':<15} {'bytes':>10} {'case':<22} {'median':>10} {'p10':>10} {'p90':>10} {'busbw':>7} {'x gloo':>7}")
+    for op in args.ops:
+        for nbytes in sizes(args.min_bytes, args.max_bytes):
+            per_batch = max(1, min(20, args.target_bytes // nbytes))
+            buffers, calls = cases(op, nbytes, world)
+            times = time_cases(buffers, calls, args.repeats, per_batch, gen)
+            moved = buffers[0].numel() * 4 * (world if op == "all_gather" else 1)
+            gloo = summary(times["gloo"])["median_s"]
+            for name, samples in times.items():
+                row = {"op": op, "bytes": moved, "case": name, "batches": args.repeats, "calls_per_batch": per_batch,
+                       **summary(samples)}
+                row["busbw_gbs"] = moved / row["median_s"] / 1e9 * bus_factor(op, world)
+                row["x_gloo"] = gloo / row["median_s"]
+                rows.append(row)
+                if rank == 0:
+                    print(f"{op:<15} {moved:>10} {name:<22} {row['median_s'] * 1e6:>10.1f} {row['p10_s'] * 1e6:>10.1f} "
+                          f"{row['p90_s'] * 1e6:>10.1f} {row['busbw_gbs']:>7.2f} {row['x_gloo']:>6.2f}x", flush=True)
+            del buffers, calls
+    copy_gbs = copy_bandwidth()
+    if rank == 0:
+        result = {"machine": {**machine_info(), "world_size": world, "load_avg_at_end": os.getloadavg(),
+                              "calibrated_model": group.model.to_dict()},
+                  "anchor": "torch.distributed gloo, same run, interleaved batch by batch",
+                  "copy_gbs": copy_gbs, "rows": rows}
+        out = Path(args.out.format(world=world))
+        write_json(out, result)
+        plot(result, Path(args.plot.format(world=world)))
+        print(f"# one-core copy bandwidth {copy_gbs:.2f} GB/s; wrote {out} and {args.plot.format(world=world)}")
     comm.destroy()
-    return {"rows": rows, "copy_gbs": _copy_bandwidth()} if rank == 0 else {}
+    dist.destroy_process_group()
 
 
-def _print_row(r: dict) -> None:
-    tree = f"{r['shardkit_tree_s'] * 1e6:>11.1f}" if "shardkit_tree_s" in r else " " * 11
-    print(f"{r['op']:>14} {r['bytes']:>11} {r['shardkit_s'] * 1e6:>11.1f} {r['shardkit_busbw_gbs']:>8.2f} "
-          f"{tree} {r['gloo_s'] * 1e6:>11.1f} {r['gloo_busbw_gbs']:>8.2f} {r['busbw_ratio']:>7.2f}x", flush=True)
+def plot(result: dict, path: Path) -> None:
+    import io
 
-
-def _machine() -> dict:
-    import shardkit
-
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "shardkit": shardkit.__version__, "cpu_isa": shardkit._native.C.get_cpu_isa() if shardkit.HAS_NATIVE else None,
-            "load_avg_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
-def _plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for op in result["config"]["ops"]:
+    from shardkit import atomic
+
+    ops = list(dict.fromkeys(r["op"] for r in result["rows"]))
+    fig, axes = plt.subplots(1, len(ops), figsize=(3.6 * len(ops), 3.8), sharey=True, squeeze=False)
+    for ax, op in zip(axes[0], ops):
         rows = [r for r in result["rows"] if r["op"] == op]
-        if not rows:
-            continue
-        x = [r["bytes"] for r in rows]
-        line, = ax.plot(x, [r["shardkit_busbw_gbs"] for r in rows], marker="o", label=f"shardkit {op}")
-        ax.plot(x, [r["gloo_busbw_gbs"] for r in rows], marker="x", linestyle="--", color=line.get_color(),
-                label=f"gloo {op}")
-    ax.axhline(result["copy_gbs"], color="gray", linestyle=":", label="one-core copy bandwidth")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("message size (bytes)")
-    ax.set_ylabel("busbw (GB/s)")
-    ax.set_title(f"CPU collectives, {result['config']['world']} ranks, fp32 (shared 2-core machine)")
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.3)
+        for case in dict.fromkeys(r["case"] for r in rows):
+            if case.startswith("shardkit auto"):
+                continue  # the same as ring or tree
+            mine = [r for r in rows if r["case"] == case]
+            ax.plot([r["bytes"] for r in mine], [r["busbw_gbs"] for r in mine], marker="o" if case != "gloo" else "x",
+                    linestyle="--" if case == "gloo" else "-", label=case)
+        ax.axhline(result["copy_gbs"], color="gray", linestyle=":", label="one-core copy")
+        ax.set_xscale("log", base=2)
+        ax.set_title(op, fontsize=9)
+        ax.set_xlabel("bytes")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("busbw (GB/s)")
+    world = result["machine"]["world_size"]
+    fig.suptitle(f"CPU collectives, {world} ranks under torchrun, fp32, random data", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic.write_atomic(path, buf.getvalue())
+
+
+def parse_args(argv):
+    from shardkit.commands.comm import parse_bytes
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nproc", type=int, default=2, help="ranks (torchrun --nproc-per-node)")
+    parser.add_argument("--min-bytes", type=parse_bytes, default="4K")
+    parser.add_argument("--max-bytes", type=parse_bytes, default="256M")
+    parser.add_argument("--ops", type=lambda s: [o for o in s.split(",") if o], default=list(OPS))
+    parser.add_argument("--repeats", type=int, default=9, help="timed batches per case and size (median, p10, p90)")
+    parser.add_argument("--target-bytes", type=parse_bytes, default="16M",
+                        help="bytes per batch, which set its number of back-to-back calls (1 to 20)")
+    parser.add_argument("--out", default="benchmarks/out/comm_{world}.json")
+    parser.add_argument("--plot", default="benchmarks/comm_busbw_{world}ranks.png")
+    args = parser.parse_args(argv)
+    unknown = set(args.ops) - set(OPS)
+    if unknown:
+        parser.error(f"--ops: unknown {sorted(unknown)}; choose from {', '.join(OPS)}")
+    return args
 
 
 def main(argv=None) -> int:
-    from shardkit.commands.comm import parse_bytes
-    from shardkit.testing import spawn
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=int, default=2)
-    parser.add_argument("--min-bytes", default="4K")
-    parser.add_argument("--max-bytes", default="256M")
-    parser.add_argument("--ops", default=",".join(OPS))
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per size (median taken)")
-    parser.add_argument("--target-bytes", default="64M", help="bytes moved per timed batch (sets iterations)")
-    parser.add_argument("--out", default="benchmarks/out/comm_{world}.json")
-    parser.add_argument("--plot", default="benchmarks/out/comm_busbw_{world}.png")
-    args = parser.parse_args(argv)
-    cfg = {"world": args.world, "min_bytes": parse_bytes(args.min_bytes), "max_bytes": parse_bytes(args.max_bytes),
-           "ops": [o for o in args.ops.split(",") if o], "repeats": args.repeats,
-           "target_bytes": parse_bytes(args.target_bytes)}
-    unknown = set(cfg["ops"]) - set(OPS)
-    if unknown:
-        parser.error(f"--ops: unknown {sorted(unknown)}; choose from {OPS}")
-    print(f"{'op':>14} {'bytes':>11} {'time us':>11} {'busbw':>8} {'tree us':>11} {'gloo us':>11} {'busbw':>8} {'ratio':>8}")
-    result = spawn(_rank_main, args.world, args=(cfg,), timeout=3600)[0]
-    result.update(config=cfg, machine=_machine(), anchor="torch.distributed gloo, same run, interleaved",
-                  note="busbw in GB/s (1e9); shared machine: other jobs ran on the same 2 cores")
-    print(f"one-core copy bandwidth: {result['copy_gbs']:.2f} GB/s")
-    out = Path(args.out.format(world=args.world))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
-    plot = Path(args.plot.format(world=args.world))
-    _plot(result, plot)
-    print(f"wrote {out} and {plot}")
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if "LOCAL_RANK" in os.environ:  # under torchrun
+        rank_main(args)
+        return 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}",
+           "-m", "benchmarks.bench_comm", *argv]
+    return subprocess.call(cmd)
 
 
 if __name__ == "__main__":
