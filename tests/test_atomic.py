@@ -53,7 +53,7 @@ def test_replace_dir_and_recover_dir(tmp_path):
 def _tokenizer(path):
     from shardkit.tokenizer import BPETokenizer
 
-    BPETokenizer.train(["hello world, hello atomic writes"] * 4, 260).save(path)
+    BPETokenizer.train_from_iterator(["hello world, hello atomic writes"] * 4, 260).save(path)
 
 
 def _bench_json(path):
