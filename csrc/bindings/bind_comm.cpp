@@ -38,6 +38,10 @@ SHARDKIT_BINDINGS(comm) {
       .def_property_readonly("rank", &shardkit::ShmGroup::rank)
       .def_property_readonly("world", &shardkit::ShmGroup::world)
       .def("set_timeout", &shardkit::ShmGroup::set_timeout)
+      .def("set_threads", &shardkit::ShmGroup::set_threads, py::arg("threads"), py::arg("min_bytes_per_thread"),
+           "Workers per copy/reduction step, used only for steps of at least min_bytes_per_thread per worker.")
+      .def_property_readonly("threads", &shardkit::ShmGroup::threads)
+      .def_property_readonly("min_bytes_per_thread", &shardkit::ShmGroup::min_bytes_per_thread)
       .def("all_reduce",
            [](shardkit::ShmGroup& g, uintptr_t out, uintptr_t in, int64_t n, int dtype, int op, int algo) {
              py::gil_scoped_release release;

@@ -192,6 +192,14 @@ void parallel_run(int num_threads, const std::function<void(int, int)>& fn) {
   pool().run(num_threads, fn);
 }
 
+void parallel_run_own_pool(int num_threads, const std::function<void(int, int)>& fn) {
+  if (num_threads <= 1 || t_inside_pool) {
+    for (int index = 0; index < std::max(num_threads, 1); ++index) fn(index, std::max(num_threads, 1));
+    return;
+  }
+  pool().run(num_threads, fn);
+}
+
 const char* thread_pool_kind() { return openmp().parallel ? "openmp" : "own"; }
 
 }  // namespace shardkit

@@ -71,21 +71,6 @@ Tree relabel(const Tree& t, int p, bool second) {
   return out;
 }
 
-// State of one collective: dtype, op, element sizes, and the message counter
-// the schedules below draw ids from (identical on every rank).
-struct Run {
-  ShmTransport& t;
-  DType dtype;
-  ReduceOp op;
-  int64_t esize, asize;
-  uint32_t next_id = 1;
-
-  Run(ShmTransport& tr, DType dt, ReduceOp o) : t(tr), dtype(dt), op(o), esize(dtype_size(dt)), asize(acc_size(dt)) {}
-
-  const char* at(const void* base, int64_t elem) const { return static_cast<const char*>(base) + elem * esize; }
-  char* at(void* base, int64_t elem) const { return static_cast<char*>(base) + elem * esize; }
-};
-
 // Copies into a collective's output, which nobody reads during the call:
 // non-temporal stores skip reading each destination line first (a third of
 // the memory traffic of a copy). Falls back to memmove for overlapping or
@@ -106,7 +91,7 @@ void copy_to_output(void* dst, const void* src, int64_t bytes) {
       _mm_stream_si128(out + i + 2, x2);
       _mm_stream_si128(out + i + 3, x3);
     }
-    _mm_sfence();
+    _mm_sfence();  // on every worker: its streaming stores are ordered before parallel_run joins
     std::memcpy(static_cast<char*>(dst) + vec, static_cast<const char*>(src) + vec, bytes - vec);
     return;
   }
@@ -118,6 +103,97 @@ void copy2(void* a, void* b, const void* src, int64_t bytes) {
   if (a != src) copy_to_output(a, src, bytes);
   if (b != nullptr) std::memcpy(b, src, bytes);
 }
+
+bool overlap(const void* a, const void* b, int64_t bytes) {
+  const auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + static_cast<uintptr_t>(bytes) && y < x + static_cast<uintptr_t>(bytes);
+}
+
+// Offsets a possibly null pointer by `elem` elements of `size` bytes.
+void* off(void* p, int64_t elem, int64_t size) { return p == nullptr ? p : static_cast<char*>(p) + elem * size; }
+const void* off(const void* p, int64_t elem, int64_t size) {
+  return p == nullptr ? p : static_cast<const char*>(p) + elem * size;
+}
+
+// State of one collective: dtype, op, element sizes, the workers each copy or
+// reduction step may use, and the message counter the schedules below draw
+// ids from (identical on every rank).
+//
+// Every data step goes through the methods below. They split the step's
+// elements over up to `threads` workers when each worker gets
+// at least `min_bytes` (counted on the step's accumulation or element
+// stream), on multiples of kAlignElems, on shardkit's own pool (sleeping
+// workers; see parallel_run_own_pool for why not torch's OpenMP team). The
+// kernels are element-wise, so the split changes no result. The pool joins
+// before it returns, so the caller publishes or releases a slot only after
+// every worker is done with it.
+// With threads == 1 a step is one direct call, as before.
+struct Run {
+  ShmTransport& t;
+  DType dtype;
+  ReduceOp op;
+  int64_t esize, asize;
+  int threads;
+  int64_t min_bytes;
+  uint32_t next_id = 1;
+
+  Run(ShmTransport& tr, DType dt, ReduceOp o, int nthreads, int64_t min_bytes_per_thread)
+      : t(tr), dtype(dt), op(o), esize(dtype_size(dt)), asize(acc_size(dt)), threads(nthreads),
+        min_bytes(std::max<int64_t>(min_bytes_per_thread, 1)) {}
+
+  const char* at(const void* base, int64_t elem) const { return static_cast<const char*>(base) + elem * esize; }
+  char* at(void* base, int64_t elem) const { return static_cast<char*>(base) + elem * esize; }
+
+  // fn(lo, len) over [0, n) elements of `bytes_per_elem`: on this thread, or split over workers.
+  template <typename Fn>
+  void split(int64_t n, int64_t bytes_per_elem, const Fn& fn) const {
+    if (threads > 1) {
+      const int64_t parts = std::min<int64_t>(threads, n * bytes_per_elem / min_bytes);
+      if (parts > 1) {
+        parallel_run_own_pool(static_cast<int>(parts), [&](int i, int k) {
+          int64_t b, e;
+          split_range(n, k, i, kAlignElems, &b, &e);
+          if (e > b) fn(b, e - b);
+        });
+        return;
+      }
+    }
+    fn(0, n);
+  }
+
+  // The kernels of comm_reduce.cpp, split: acc pointers in the accumulation type, the others in the dtype.
+  void to_acc(void* acc_out, const void* acc_in, const void* local, int64_t n) const {
+    split(n, asize, [&](int64_t lo, int64_t len) {
+      reduce_to_acc(off(acc_out, lo, asize), off(acc_in, lo, asize), off(local, lo, esize), len, dtype, op);
+    });
+  }
+  void acc_acc(void* acc_out, const void* a, const void* b, int64_t n) const {
+    split(n, asize, [&](int64_t lo, int64_t len) {
+      reduce_acc_acc(off(acc_out, lo, asize), off(a, lo, asize), off(b, lo, asize), len, dtype, op);
+    });
+  }
+  void finish(void* out, void* out2, const void* acc_in, const void* local, int64_t n) const {
+    split(n, asize, [&](int64_t lo, int64_t len) {
+      reduce_finish(off(out, lo, esize), off(out2, lo, esize), off(acc_in, lo, asize), off(local, lo, esize), len,
+                    dtype, op, t.world);
+    });
+  }
+  // copy2 of n elements: src into a (unless a is src) and, when not null, into b.
+  // An a that overlaps src (the caller's own buffers) stays on one thread, for memmove.
+  void copy(void* a, void* b, const void* src, int64_t n) const {
+    if (a != src && overlap(a, src, n * esize)) {
+      copy2(a, b, src, n * esize);
+      return;
+    }
+    split(n, esize, [&](int64_t lo, int64_t len) {
+      copy2(off(a, lo, esize), off(b, lo, esize), off(src, lo, esize), len * esize);
+    });
+  }
+  // memcpy of n elements between disjoint buffers (one of them a slot).
+  void memcpy_elems(void* dst, const void* src, int64_t n) const {
+    split(n, esize, [&](int64_t lo, int64_t len) { std::memcpy(off(dst, lo, esize), off(src, lo, esize), len * esize); });
+  }
+};
 
 // Rooted collectives (broadcast, reduce) start with every rank checking
 // every other rank's description, root included: in a star broadcast a rank
@@ -153,6 +229,13 @@ void ShmGroup::set_timeout(double timeout_s) {
   t_->timeout_s = timeout_s;
 }
 void ShmGroup::close() { t_->close(); }
+void ShmGroup::set_threads(int threads, int64_t min_bytes_per_thread) {
+  SHARDKIT_CHECK(threads >= 1, "threads: expected a positive number of threads, got ", threads);
+  SHARDKIT_CHECK(min_bytes_per_thread >= 1, "min_bytes_per_thread: expected a positive number of bytes, got ",
+                 min_bytes_per_thread);
+  threads_ = threads;
+  min_bytes_per_thread_ = min_bytes_per_thread;
+}
 
 namespace {
 
@@ -178,10 +261,10 @@ void ring_reduce_scatter_round(Run& run, const void* in, const Chunk& chunk, con
     const uint32_t id = run.next_id++;
     void* dst = t.acquire(slot_of(id));
     if (s == 0) {
-      reduce_to_acc(dst, nullptr, run.at(in, lo), len, run.dtype, run.op);
+      run.to_acc(dst, nullptr, run.at(in, lo), len);
     } else {
       const void* src = t.await(prev, slot_of(id - 1), id - 1);
-      reduce_to_acc(dst, src, run.at(in, lo), len, run.dtype, run.op);
+      run.to_acc(dst, src, run.at(in, lo), len);
       t.release(prev, id - 1);
     }
     t.publish(slot_of(id), id, only(next));
@@ -219,16 +302,27 @@ void ring_all_gather_rest(Run& run, const Place& place) {
 void ring_all_reduce(Run& run, void* out, const void* in, int64_t n) {
   ShmTransport& t = run.t;
   const int p = t.world, r = t.rank, next = (r + 1) % p;
-  // A chunk travels as the accumulation type, so it must fit a slot as such.
+  // Chunk c is the c-th of p near-equal parts of the whole tensor, sent one
+  // slot-sized piece per round, so which rank starts and which finishes the
+  // reduction of an element (its summation order) depends on n and p only,
+  // not on the slot size: a slot scaled with the thread count changes no
+  // result. A piece travels as the accumulation type, so it must fit a slot as such.
   const int64_t chunk_elems = t.slot_bytes / run.asize / kAlignElems * kAlignElems;
-  const int64_t round_elems = chunk_elems * p;
-  for (int64_t base = 0; base < n; base += round_elems) {
-    const int64_t len = std::min(round_elems, n - base);
+  int64_t longest = 0;
+  for (int c = 0; c < p; ++c) {
+    int64_t b, e;
+    split_range(n, p, c, kAlignElems, &b, &e);
+    longest = std::max(longest, e - b);
+  }
+  for (int64_t piece = 0; piece < longest; piece += chunk_elems) {
+    // Piece `piece` of chunk c (empty once chunk c is done: a shorter chunk
+    // still takes part in the round's messages, with no data).
     auto chunk = [&](int c, int64_t* lo, int64_t* clen) {
       int64_t b, e;
-      split_range(len, p, c, kAlignElems, &b, &e);
-      *lo = base + b;
-      *clen = e - b;
+      split_range(n, p, c, kAlignElems, &b, &e);
+      const int64_t start = std::min(e - b, piece);
+      *lo = b + start;
+      *clen = std::min(chunk_elems, e - b - start);
     };
     int64_t mine_lo, mine_len;
     chunk(r, &mine_lo, &mine_len);
@@ -237,13 +331,13 @@ void ring_all_reduce(Run& run, void* out, const void* in, int64_t n) {
       // message, to the next rank: one pass writes both.
       const uint32_t id = run.next_id++;
       void* dst = t.acquire(slot_of(id));
-      reduce_finish(run.at(out, mine_lo), dst, src, run.at(in, mine_lo), mine_len, run.dtype, run.op, p);
+      run.finish(run.at(out, mine_lo), dst, src, run.at(in, mine_lo), mine_len);
       t.publish(slot_of(id), id, only(next));
     });
     ring_all_gather_rest(run, [&](int c, const void* src, void* dst) {
       int64_t lo, clen;
       chunk(c, &lo, &clen);
-      copy2(run.at(out, lo), dst, src, clen * run.esize);
+      run.copy(run.at(out, lo), dst, src, clen);
     });
   }
 }
@@ -281,14 +375,14 @@ void tree_all_reduce(Run& run, void* out, const void* in, int64_t n) {
       for (int c : tr.children[r]) {
         const void* src = t.await(c, slot_of(id), id);
         if (prev_acc == nullptr) {
-          reduce_to_acc(acc, src, run.at(in, lo[k]), len[k], run.dtype, run.op);
+          run.to_acc(acc, src, run.at(in, lo[k]), len[k]);
         } else {
-          reduce_acc_acc(acc, acc, src, len[k], run.dtype, run.op);
+          run.acc_acc(acc, acc, src, len[k]);
         }
         prev_acc = acc;
         t.release(c, id);
       }
-      if (prev_acc == nullptr) reduce_to_acc(acc, nullptr, run.at(in, lo[k]), len[k], run.dtype, run.op);
+      if (prev_acc == nullptr) run.to_acc(acc, nullptr, run.at(in, lo[k]), len[k]);
       if (parent >= 0) t.publish(slot_of(id), id, only(parent));
     }
     for (int k = 0; k < 2; ++k) {  // down
@@ -300,10 +394,10 @@ void tree_all_reduce(Run& run, void* out, const void* in, int64_t n) {
       void* dst = kids.any() ? t.acquire(slot_of(id)) : nullptr;
       const int parent = tr.parent[r];
       if (parent < 0) {
-        reduce_finish(run.at(out, lo[k]), dst, t.scratch(), nullptr, len[k], run.dtype, run.op, p);
+        run.finish(run.at(out, lo[k]), dst, t.scratch(), nullptr, len[k]);
       } else {
         const void* src = t.await(parent, slot_of(id), id);
-        copy2(run.at(out, lo[k]), dst, src, len[k] * run.esize);
+        run.copy(run.at(out, lo[k]), dst, src, len[k]);
         t.release(parent, id);
       }
       if (dst != nullptr) t.publish(slot_of(id), id, kids);
@@ -318,10 +412,10 @@ void ShmGroup::all_reduce(void* out, const void* in, int64_t n, DType dtype, Red
   SHARDKIT_CHECK(algo == CommAlgo::kRing || algo == CommAlgo::kTree, "algo: expected ring or tree");
   t_->begin(CollDesc{0, static_cast<int32_t>(CollKind::kAllReduce), static_cast<int32_t>(dtype),
                      static_cast<int32_t>(op), 0, static_cast<int32_t>(algo), 0, n});
-  Run run(*t_, dtype, op);
+  Run run(*t_, dtype, op, threads_, min_bytes_per_thread_);
   if (n == 0) return;
   if (t_->world == 1) {
-    copy2(out, nullptr, in, n * run.esize);
+    run.copy(out, nullptr, in, n);
     return;
   }
   if (algo == CommAlgo::kRing) {
@@ -335,11 +429,11 @@ void ShmGroup::reduce_scatter(void* out, const void* in, int64_t n_out, DType dt
   check_args(n_out, dtype, op);
   t_->begin(CollDesc{0, static_cast<int32_t>(CollKind::kReduceScatter), static_cast<int32_t>(dtype),
                      static_cast<int32_t>(op), 0, 0, 0, n_out});
-  Run run(*t_, dtype, op);
+  Run run(*t_, dtype, op, threads_, min_bytes_per_thread_);
   const int p = t_->world, r = t_->rank;
   if (n_out == 0) return;
   if (p == 1) {
-    copy2(out, nullptr, in, n_out * run.esize);
+    run.copy(out, nullptr, in, n_out);
     return;
   }
   const int64_t chunk_elems = t_->slot_bytes / run.asize / kAlignElems * kAlignElems;
@@ -350,7 +444,7 @@ void ShmGroup::reduce_scatter(void* out, const void* in, int64_t n_out, DType dt
       *clen = len;
     };
     ring_reduce_scatter_round(run, in, chunk, [&](const void* src) {
-      reduce_finish(run.at(out, base), nullptr, src, run.at(in, r * n_out + base), len, dtype, op, p);
+      run.finish(run.at(out, base), nullptr, src, run.at(in, r * n_out + base), len);
     });
   }
 }
@@ -358,24 +452,24 @@ void ShmGroup::reduce_scatter(void* out, const void* in, int64_t n_out, DType dt
 void ShmGroup::all_gather(void* out, const void* in, int64_t n_in, DType dtype) {
   check_args(n_in, dtype, ReduceOp::kSum);
   t_->begin(CollDesc{0, static_cast<int32_t>(CollKind::kAllGather), static_cast<int32_t>(dtype), 0, 0, 0, 0, n_in});
-  Run run(*t_, dtype, ReduceOp::kSum);
+  Run run(*t_, dtype, ReduceOp::kSum, threads_, min_bytes_per_thread_);
   const int p = t_->world, r = t_->rank, next = (r + 1) % p;
   if (n_in == 0) return;
   const int64_t chunk_elems = t_->slot_bytes / run.esize;
   for (int64_t base = 0; base < n_in; base += chunk_elems) {
     const int64_t len = std::min(chunk_elems, n_in - base);
     if (p == 1) {
-      copy2(run.at(out, base), nullptr, run.at(in, base), len * run.esize);
+      run.copy(run.at(out, base), nullptr, run.at(in, base), len);
       continue;
     }
     const uint32_t id = run.next_id++;
     void* dst = t_->acquire(slot_of(id));
-    std::memcpy(dst, run.at(in, base), len * run.esize);
+    run.memcpy_elems(dst, run.at(in, base), len);
     t_->publish(slot_of(id), id, only(next));
     // in may be out's own block (in-place all-gather): memmove handles it.
-    copy2(run.at(out, r * n_in + base), nullptr, dst, len * run.esize);
+    run.copy(run.at(out, r * n_in + base), nullptr, dst, len);
     ring_all_gather_rest(run, [&](int c, const void* src, void* fwd) {
-      copy2(run.at(out, c * n_in + base), fwd, src, len * run.esize);
+      run.copy(run.at(out, c * n_in + base), fwd, src, len);
     });
   }
 }
@@ -385,7 +479,7 @@ void ShmGroup::broadcast(void* data, int64_t n, DType dtype, int root) {
   const int p = t_->world, r = t_->rank;
   SHARDKIT_CHECK(root >= 0 && root < p, "src: expected a local rank in 0..", p - 1, ", got ", root);
   t_->begin(CollDesc{0, static_cast<int32_t>(CollKind::kBroadcast), static_cast<int32_t>(dtype), 0, root, 0, 0, n});
-  Run run(*t_, dtype, ReduceOp::kSum);
+  Run run(*t_, dtype, ReduceOp::kSum, threads_, min_bytes_per_thread_);
   if (p == 1) return;
   agree_on_desc(run);
   if (n == 0) return;
@@ -398,10 +492,10 @@ void ShmGroup::broadcast(void* data, int64_t n, DType dtype, int root) {
     const int64_t len = std::min(chunk_elems, n - base);
     const uint32_t id = run.next_id++;
     if (r == root) {
-      std::memcpy(t_->acquire(slot_of(id)), run.at(data, base), len * run.esize);
+      run.memcpy_elems(t_->acquire(slot_of(id)), run.at(data, base), len);
       t_->publish(slot_of(id), id, others);
     } else {
-      std::memcpy(run.at(data, base), t_->await(root, slot_of(id), id), len * run.esize);
+      run.memcpy_elems(run.at(data, base), t_->await(root, slot_of(id), id), len);
       t_->release(root, id);
     }
   }
@@ -413,9 +507,9 @@ void ShmGroup::reduce(void* out, const void* in, int64_t n, DType dtype, ReduceO
   SHARDKIT_CHECK(root >= 0 && root < p, "dst: expected a local rank in 0..", p - 1, ", got ", root);
   t_->begin(CollDesc{0, static_cast<int32_t>(CollKind::kReduce), static_cast<int32_t>(dtype),
                      static_cast<int32_t>(op), root, 0, 0, n});
-  Run run(*t_, dtype, op);
+  Run run(*t_, dtype, op, threads_, min_bytes_per_thread_);
   if (p == 1) {
-    if (n > 0) copy2(out, nullptr, in, n * run.esize);
+    if (n > 0) run.copy(out, nullptr, in, n);
     return;
   }
   agree_on_desc(run);
@@ -429,10 +523,10 @@ void ShmGroup::reduce(void* out, const void* in, int64_t n, DType dtype, ReduceO
     const uint32_t id = run.next_id++;
     const void* src = pos == 0 ? nullptr : t_->await(prev, slot_of(id), id);
     if (pos == p - 1) {
-      reduce_finish(run.at(out, base), nullptr, src, run.at(in, base), len, dtype, op, p);
+      run.finish(run.at(out, base), nullptr, src, run.at(in, base), len);
     } else {
       void* dst = t_->acquire(slot_of(id));
-      reduce_to_acc(dst, src, run.at(in, base), len, dtype, op);
+      run.to_acc(dst, src, run.at(in, base), len);
       t_->publish(slot_of(id), id, only(next));
     }
     if (src != nullptr) t_->release(prev, id);

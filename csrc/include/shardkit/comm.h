@@ -69,6 +69,15 @@ class ShmGroup {
   int rank() const;
   int world() const;
   void set_timeout(double timeout_s);
+  // Workers for the copy and reduction of each message (default 1: all on the
+  // calling thread). A step is split over parallel_run workers, on multiples
+  // of 16 elements, only when every worker gets at least
+  // `min_bytes_per_thread`; smaller steps stay on the calling thread. Results
+  // do not depend on either value: each element goes through the same
+  // operations in the same order whoever computes it.
+  void set_threads(int threads, int64_t min_bytes_per_thread);
+  int threads() const { return threads_; }
+  int64_t min_bytes_per_thread() const { return min_bytes_per_thread_; }
 
   // out[n] = reduction over ranks of in[n]; out may equal in.
   void all_reduce(void* out, const void* in, int64_t n, DType dtype, ReduceOp op, CommAlgo algo);
@@ -86,6 +95,8 @@ class ShmGroup {
 
  private:
   std::unique_ptr<ShmTransport> t_;
+  int threads_ = 1;
+  int64_t min_bytes_per_thread_ = 64 * 1024;
 };
 
 }  // namespace shardkit

@@ -22,6 +22,14 @@ namespace shardkit {
 // rethrown in the caller.
 void parallel_run(int num_threads, const std::function<void(int, int)>& fn);
 
+// parallel_run on shardkit's own pool whatever the process has loaded. Its
+// idle workers sleep, where an OpenMP team's spin for a while after every
+// region: the collectives use it, because their peers are other processes
+// waiting for this one's messages, and a spinning team takes the cores they
+// need (2 ranks x 2 threads on 2 busy cores ran the comm tests 25x slower on
+// libgomp's team than on this pool). Calls from several threads queue.
+void parallel_run_own_pool(int num_threads, const std::function<void(int, int)>& fn);
+
 // "openmp" (the process's OpenMP runtime) or "own" (shardkit's pool).
 const char* thread_pool_kind();
 

@@ -25,9 +25,21 @@ Semantics:
 * ``async_op=True`` returns a ``Work`` handle (``wait()``, ``is_completed()``);
   a group runs its collectives in the order they were issued.
 
+Threads: a rank splits the copy and reduction of each large message over
+``Group.threads`` workers: ``SHARDKIT_COMM_THREADS`` if set (a positive
+integer, else ``ValueError``), otherwise
+``max(1, min(8, len(os.sched_getaffinity(0)) // local_world_size))``, this
+rank's share of the cores it may run on, capped at 8 (``group.THREADS_CAP``:
+8 one-core copiers already take most of a socket's memory bandwidth shared by
+the host's ranks). ``OMP_NUM_THREADS`` and ``torch.get_num_threads()`` are not
+read. A step is split only when every worker gets at least 64 KiB, and a slot
+holds ``slot_bytes`` x min(threads, 4) (the largest thread count on the host).
+Results are bitwise the same whatever the thread count or slot size.
+
 Environment: ``SHARDKIT_HOST_ID`` overrides the host id (simulate several
 hosts on one machine), ``SHARDKIT_COMM_TIMEOUT``, ``SHARDKIT_COMM_SLOT_BYTES``
-(shared-memory chunk size, default 256 KiB).
+(shared-memory chunk size per thread, default 256 KiB),
+``SHARDKIT_COMM_THREADS`` (copy/reduce threads per rank, see above).
 """
 
 from __future__ import annotations
@@ -54,7 +66,8 @@ def init(group=None, *, timeout: float | None = None, slot_bytes: int | None = N
             initialised (gloo) from torchrun's ``RANK``, ``WORLD_SIZE``,
             ``MASTER_ADDR`` and ``MASTER_PORT``.
         timeout: seconds a rank waits for a peer before raising CommError.
-        slot_bytes: shared-memory chunk size per message (a multiple of 64, >= 4096).
+        slot_bytes: shared-memory chunk size per message and thread (a multiple of 64, >= 4096);
+            a slot holds ``slot_bytes`` x min(threads, 4).
         host_id: overrides the host id (also ``SHARDKIT_HOST_ID``).
 
     Collective over the wrapped group: every rank must call it.

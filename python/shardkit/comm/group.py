@@ -10,6 +10,13 @@ hosts on one machine). The ranks of one host share a shared-memory segment
 (``shardkit._C.ShmGroup``); the first rank of every host (its leader) is also
 in a gloo group of leaders (``Leaders``), used by the hierarchical cross-host
 path.
+
+Threads: each rank may split the copy and reduction of every shared-memory
+message over ``Group.threads`` workers (``comm_threads``): ``SHARDKIT_COMM_THREADS``
+if set, else the cores this rank may run on divided by the ranks on its host,
+at most ``THREADS_CAP``. ``OMP_NUM_THREADS`` and ``torch.get_num_threads()``
+are never read: they size torch's compute, not our copies. The thread count
+changes no result.
 """
 
 from __future__ import annotations
@@ -31,6 +38,56 @@ from shardkit.comm.work import Executor
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_SLOT_BYTES = 256 * 1024
+# At most this many copy/reduce threads per rank by default. One core copies
+# about 6 GB/s between processes; 8 of them move about 50 GB/s per rank, which
+# on a socket shared with the other ranks is already most of its memory
+# bandwidth, while each extra worker adds to every message's fork/join.
+THREADS_CAP = 8
+# A step is split only where every worker gets at least this much: at ~6 GB/s
+# 64 KiB is ~10 us of copying, several times parallel_run's fork/join (a few
+# us to wake the workers), so the split cannot cost more than it saves.
+MIN_BYTES_PER_THREAD = 64 * 1024
+# Slots grow with the thread count (slot_bytes x min(threads, 4)), so each
+# worker still gets a useful piece of a message; at most 4x keeps the segment
+# (local ranks x 4 slots x slot) within a container's default 64 MiB /dev/shm
+# at 8 ranks and the default slot_bytes.
+MAX_SLOT_SCALE = 4
+THREADS_ENV = "SHARDKIT_COMM_THREADS"
+
+
+def threads_override() -> int | None:
+    """``SHARDKIT_COMM_THREADS`` as a positive int, None when unset or empty; raises ValueError otherwise."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{THREADS_ENV}: expected a positive integer number of threads, got {raw!r}")
+    return value
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def default_threads(local_world_size: int, cores: int | None = None) -> int:
+    """``max(1, min(THREADS_CAP, cores // local_world_size))``: this rank's share of the host's cores."""
+    if cores is None:
+        cores = available_cores()
+    return max(1, min(THREADS_CAP, cores // max(1, local_world_size)))
+
+
+def comm_threads(local_world_size: int) -> int:
+    """Copy/reduce threads of one rank: ``SHARDKIT_COMM_THREADS`` if set, else ``default_threads``."""
+    override = threads_override()
+    return override if override is not None else default_threads(local_world_size)
 
 
 def default_host_id() -> str:
@@ -67,6 +124,10 @@ class Group:
         topology: the ranks of every host.
         torch_group: the wrapped ``torch.distributed`` group.
         model: the cost model ``algo="auto"`` uses (identical on all ranks).
+        threads: workers this rank splits each large copy/reduce step over
+            (``comm_threads``; may differ between ranks, changes no result).
+        slot_bytes: the shared-memory slot size in use: the requested
+            ``slot_bytes`` x min(largest ``threads`` on this host, ``MAX_SLOT_SCALE``).
     """
 
     def __init__(self, torch_group=None, *, timeout: float, slot_bytes: int, host_id: str | None,
@@ -84,7 +145,9 @@ class Group:
             self.global_ranks = list(global_ranks) if global_ranks is not None else list(range(self.world_size))
             exchange = _exchange_over_store(store, self.rank, self.world_size, self.timeout)
         host = host_id or default_host_id()
-        infos = exchange("info", {"host": host, "pid": os.getpid(), "token": uuid.uuid4().hex[:12]})
+        override = threads_override()  # a bad value raises before any rank waits on this one
+        infos = exchange("info", {"host": host, "pid": os.getpid(), "token": uuid.uuid4().hex[:12],
+                                  "threads": override, "cores": available_cores()})
         hosts: dict[str, list[int]] = {}
         for r, entry in enumerate(infos):
             hosts.setdefault(entry["host"], []).append(r)
@@ -98,6 +161,11 @@ class Group:
         local = host_list[self.host_index]
         self.local_rank = local.index(self.rank)
         self.local_world_size = len(local)
+        # Every local rank's thread count, computed alike everywhere: the slot
+        # size, which all ranks of a host must share, grows with the largest.
+        local_threads = [infos[r]["threads"] or default_threads(len(local), infos[r]["cores"]) for r in local]
+        self.threads = local_threads[self.local_rank]
+        self.slot_bytes = int(slot_bytes) * min(MAX_SLOT_SCALE, max(local_threads))
 
         # Every rank uses rank 0's constants, so "auto" picks the same algorithm everywhere.
         model_key = cost_model.cache_key(infos[0]["host"], len(host_list[0]))
@@ -108,8 +176,9 @@ class Group:
 
         leader = local[0]
         name = f"shardkit_{infos[leader]['pid']}_{infos[0]['token']}_{self.host_index}"
-        self.shm = C.ShmGroup(name, self.local_rank, self.local_world_size, int(slot_bytes), self.timeout,
+        self.shm = C.ShmGroup(name, self.local_rank, self.local_world_size, self.slot_bytes, self.timeout,
                               [self.global_ranks[r] for r in local])
+        self.shm.set_threads(self.threads, MIN_BYTES_PER_THREAD)
         self.leaders: Leaders | None = None
         self.is_leader = self.local_rank == 0
         if self.topology.num_hosts > 1:
