@@ -45,8 +45,10 @@ def docs(tok, tmp_path_factory):
 
 # Any JSON value, including the awkward ones: huge and negative ints, floats
 # that JSON writes as 1e308 or NaN, lone surrogates, nested containers.
-# No ints in [2**20, 2**32 - 1): a special token id there makes the native
-# decode table that long (2**31 ids: 64 GiB), see [special-id-memory].
+# No ints in [2**20, 2**32 - 1): before the fix in csrc/cpu/bpe_encode.cpp a
+# special token id there made the native decode table that long (2**31 ids:
+# 64 GiB), and a stale build must not take the machine down. The fix has its
+# own test: tests/tokenizer/test_bpe_special_ids.py.
 SAFE_INTS = st.one_of(
     st.integers(min_value=-1000, max_value=2**20),
     st.integers(min_value=2**32 - 1, max_value=2**80),
@@ -230,8 +232,8 @@ def _check_gpt2(tmp_path, vocab: bytes, merges: bytes):
         with time_limit(20, "from_gpt2_files"):
             loaded = BPETokenizer.from_gpt2_files(v, m)
     except ValueError:
-        # Not always naming the file: a bad special id gets the native
-        # "special token id ...: expected >= N" (see the report of issue 13).
+        # Not always naming the file: a special id past 2**32 - 2 gets the
+        # native "special token id ...: expected an id from N to 2**32 - 2".
         return
     assert loaded.decode(loaded.encode(SAMPLE)) == SAMPLE
 
