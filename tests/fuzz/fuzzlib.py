@@ -55,7 +55,6 @@ KNOWN = {
     "pattern-names": "an unknown pattern name (e.g. 'gpt5') is taken as a regex instead of being refused",
     "deep-json": "deeply nested JSON raises RecursionError instead of ValueError",
     "jsonl-utf8": "a non-UTF-8 JSONL file raises UnicodeDecodeError without file/line, not DataFormatError",
-    "surrogates": "lone surrogates (from JSON \\ud800 escapes) are not handled",
     "huge-ints": "integers beyond int64 (vocab_size=2**70, ids) raise pybind11's TypeError, not ValueError",
     # Found by this harness, not in the list being fixed:
     "int-digits": "NEW: a JSON integer of 4301+ digits: load raises a ValueError that does not name the file",
