@@ -2,7 +2,8 @@
 # Build shardkit._C with AddressSanitizer + UndefinedBehaviorSanitizer and run
 # the native tests against it.
 #
-#   tools/sanitize.sh                 # build, then the default native test set
+#   tools/sanitize.sh                 # build, then every native test (~5 min of tests on 2 cores)
+#   tools/sanitize.sh --quick         # build, then CI's smaller set (~2 min of tests)
 #   tools/sanitize.sh tests/ops -k x  # build, then these pytest arguments instead
 #
 # CMake is driven directly (not pip; no LTO, which would undo the -O1 and
@@ -87,11 +88,29 @@ assert "libasan" in maps and "libubsan" in maps, "sanitizer runtimes not loaded"
 print(f"sanitized shardkit._C: {n.C.__file__}")
 EOF
 
-if [ "$#" -eq 0 ]; then
-  # The tests that run native code: the optimizer kernels, the BPE core and
-  # the shared-memory transport/collectives. The slow multi-process matrices
-  # (world sizes 2-4 x every collective) are cut to the native-marked ones.
-  set -- tests/ops tests/optim tests/tokenizer tests/comm -m "native and not gpu" -q -p no:cacheprovider
+# Children started with spawn/forkserver (the multi-process tests) are new
+# processes that inherit LD_PRELOAD and PYTHONPATH: the sanitized module again.
+"$PYTHON" -c '
+import subprocess, sys
+probe = "import shardkit._native as n; print(n.C.__file__, \"libasan\" in open(\"/proc/self/maps\").read())"
+where, asan = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout.split()
+assert asan == "True" and "/pkg/shardkit/" in where, (where, asan)
+print("child processes: sanitized too")
+'
+
+if [ "${1:-}" = "--quick" ]; then
+  # CI's set (a few minutes): the BPE core (parsing arbitrary bytes), the
+  # optimizer kernels, the shared-memory collectives at 2 ranks, the fuzzers.
+  shift
+  set -- tests/ops tests/tokenizer tests/fuzz tests/comm/test_comm_reduce_kernel.py \
+    "tests/comm/test_comm_collectives.py::test_all_collectives_match_gloo[2]" -m "not gpu" -q -p no:cacheprovider "$@"
+elif [ "$#" -eq 0 ]; then
+  # Every test that runs native code: the optimizer kernels (also inside
+  # FSDP2/TP/DDP), the BPE core, the shared-memory transport and collectives
+  # at 2-4 ranks with their fault cases, and the fuzzers.
+  set -- tests/ops tests/optim tests/tokenizer tests/fuzz tests/comm/test_comm_reduce_kernel.py \
+    tests/comm/test_comm_collectives.py tests/comm/test_comm_init.py tests/comm/test_comm_faults.py \
+    -m "not gpu" -q -p no:cacheprovider
 fi
 "$PYTHON" -m pytest "$@"
 end=$(date +%s)
