@@ -58,6 +58,8 @@ KNOWN = {
     "huge-ints": "integers beyond int64 (vocab_size=2**70, ids) raise pybind11's TypeError, not ValueError",
     # Found by this harness, not in the list being fixed:
     "int-digits": "NEW: a JSON integer of 4301+ digits: load raises a ValueError that does not name the file",
+    "uncovered-text": "NEW: text a custom pattern does not match: the reference encoder drops it silently, "
+                      "the native one raises an unclear 'offsets' ValueError",
 }
 
 

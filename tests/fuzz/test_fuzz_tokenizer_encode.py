@@ -110,6 +110,7 @@ def test_decode_rejects_unknown_ids_with_value_error(tokenizers, ids):
             tok.decode_bytes(ids)
 
 
+@pytest.mark.native  # the reference path raises ValueError already
 @xfail_known("huge-ints")
 def test_decode_id_beyond_int64_is_a_value_error(tokenizers):
     # Minimal input: decode([2**63]) raises pybind11's "incompatible function
@@ -124,6 +125,7 @@ def test_train_vocab_size_beyond_int64_is_a_value_error():
         BPETokenizer.train(["hello world"], 2**70)
 
 
+@pytest.mark.native  # the reference path raises ValueError already
 @xfail_known("huge-ints")
 def test_special_id_beyond_int64_is_a_value_error():
     base = [bytes([b]) for b in range(256)]
@@ -192,6 +194,7 @@ def _encode_with_custom_pattern(pattern: str, text: str):
     return "ok"
 
 
+@pytest.mark.native  # the reference path drops unmatched text: [uncovered-text] below
 @fuzz
 @given(pattern=st.one_of(regex_trees, raw_patterns), text=pattern_texts)
 def test_custom_patterns_refuse_or_work(pattern, text):
@@ -234,3 +237,16 @@ def test_backtracking_pattern_does_not_hang():
 def test_unknown_pattern_name_is_refused(name):
     with pytest.raises(ValueError, match="pattern"):
         BPETokenizer([bytes([b]) for b in range(256)], pattern=name)
+
+
+@xfail_known("uncovered-text")
+def test_reference_encoder_does_not_drop_unmatched_text():
+    # Minimal input: pattern "0", text "a". The native path raises ValueError
+    # ("offsets: expected to start at 0 and end at len(data)"); the reference
+    # (the fallback without _C) returns [] and "a" is silently lost.
+    ranks = {bytes([b]): b for b in range(256)}
+    try:
+        ids = encode_reference("0", ranks, b"a")
+    except ValueError:
+        return
+    assert ids == [ord("a")]
