@@ -28,8 +28,11 @@ constexpr int64_t kHeapThreshold = 100;
 struct BpeEncoder::Impl {
   SplitPattern pattern;
   std::vector<std::string> tokens;  // id -> bytes (the mergeable ranks)
-  std::vector<std::string> decode_table;
-  std::vector<uint8_t> decodable;
+  // Special tokens, sorted by id. Not a dense table after `tokens`: their ids
+  // may be anywhere up to 2^32 - 2, and a table that long (one string per id)
+  // would take over 100 GiB for a single special token with a high id.
+  std::vector<std::pair<int64_t, std::string>> specials;
+  int64_t vocab_size = 0;  // the highest id + 1
   std::vector<uint32_t> slots;  // open addressing over token ids
   uint64_t mask = 0;
 
@@ -145,19 +148,15 @@ BpeEncoder::BpeEncoder(SplitPattern pattern, const std::vector<std::string>& tok
     if (t.size() == 1) has_byte[uint8_t(t[0])] = 1;
   }
   for (int b = 0; b < 256; ++b) SHARDKIT_CHECK(has_byte[size_t(b)], "tokens: no token for the single byte ", b);
-  int64_t size = int64_t(tokens.size());
-  for (const auto& [id, bytes] : specials) {
+  m.specials = specials;
+  std::sort(m.specials.begin(), m.specials.end());
+  m.vocab_size = int64_t(tokens.size());
+  for (size_t k = 0; k < m.specials.size(); ++k) {
+    int64_t id = m.specials[k].first;
     SHARDKIT_CHECK(id >= int64_t(tokens.size()) && id < int64_t(kNoRank), "special token id ", id,
-                   ": expected >= ", tokens.size(), " (after the mergeable tokens)");
-    size = std::max(size, id + 1);
-  }
-  m.decode_table.assign(size_t(size), std::string());
-  m.decodable.assign(size_t(size), 0);
-  for (size_t id = 0; id < tokens.size(); ++id) m.decode_table[id] = tokens[id], m.decodable[id] = 1;
-  for (const auto& [id, bytes] : specials) {
-    SHARDKIT_CHECK(!m.decodable[size_t(id)], "special token id ", id, " given twice");
-    m.decode_table[size_t(id)] = bytes;
-    m.decodable[size_t(id)] = 1;
+                   ": expected an id from ", tokens.size(), " (after the mergeable tokens) to ", kNoRank - 1);
+    SHARDKIT_CHECK(k == 0 || m.specials[k - 1].first != id, "special token id ", id, " given twice");
+    m.vocab_size = std::max(m.vocab_size, id + 1);
   }
 }
 
@@ -179,14 +178,20 @@ void BpeEncoder::encode_chunks(const uint8_t* data, const int64_t* offsets, int6
 
 void BpeEncoder::decode(const int64_t* ids, int64_t count, std::string* out) const {
   const Impl& m = *impl_;
+  const int64_t num_tokens = int64_t(m.tokens.size());
   for (int64_t i = 0; i < count; ++i) {
     int64_t id = ids[i];
-    SHARDKIT_CHECK(id >= 0 && id < int64_t(m.decode_table.size()) && m.decodable[size_t(id)], "ids[", i,
-                   "]: unknown token id ", id);
-    out->append(m.decode_table[size_t(id)]);
+    if (id >= 0 && id < num_tokens) {
+      out->append(m.tokens[size_t(id)]);
+      continue;
+    }
+    auto it = std::lower_bound(m.specials.begin(), m.specials.end(), id,
+                               [](const std::pair<int64_t, std::string>& s, int64_t v) { return s.first < v; });
+    SHARDKIT_CHECK(it != m.specials.end() && it->first == id, "ids[", i, "]: unknown token id ", id);
+    out->append(it->second);
   }
 }
 
-int64_t BpeEncoder::vocab_size() const { return int64_t(impl_->decode_table.size()); }
+int64_t BpeEncoder::vocab_size() const { return impl_->vocab_size; }
 
 }  // namespace shardkit
