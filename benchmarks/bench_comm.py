@@ -25,7 +25,6 @@ transport where one core moves each byte.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess

@@ -1,4 +1,4 @@
-"""Shared pieces of the fuzz harness (hypothesis): budget, time guard, known defects.
+"""Shared pieces of the fuzz harness (hypothesis): budget, time guard, child runs.
 
 Every target checks one contract: any input either works, or raises a clear
 Python exception of the type the code documents (ValueError and its
@@ -12,10 +12,10 @@ is deterministic. A longer campaign, e.g. before a release::
     SHARDKIT_FUZZ_EXAMPLES=3000 SHARDKIT_FUZZ_SEED=$RANDOM python -m pytest tests/fuzz
 
 (a seed turns derandomization off and makes the run reproducible with the same
-seed). Inputs that hit a *known* defect (see ``KNOWN`` and the xfail tests
-that pin each one) are filtered out of the general targets, so the targets stay
-green while those defects are open; ``SHARDKIT_FUZZ_INCLUDE_KNOWN=1`` lets
-them through, to check that the fixes hold against the fuzzers too.
+seed). The defects the harness found first (catastrophic backtracking, capture
+groups, unknown pattern names, deep JSON, non-UTF-8 JSONL, integers past int64
+or of 4300+ digits, text a pattern skips) each keep a test with their minimal
+input.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, seed, settings
 
 EXAMPLES = int(os.environ.get("SHARDKIT_FUZZ_EXAMPLES", "60"))
 SEED = os.environ.get("SHARDKIT_FUZZ_SEED")
-INCLUDE_KNOWN = os.environ.get("SHARDKIT_FUZZ_INCLUDE_KNOWN", "") == "1"
 
 _SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -45,29 +44,6 @@ def fuzz(test):
     """The fuzz budget and seed for one hypothesis target (apply above ``@given``)."""
     test = _SETTINGS(test)
     return seed(int(SEED))(test) if SEED is not None else test
-
-#: The defects another change is fixing; each has a strict xfail test that
-#: pins its minimal input. Inputs that hit one are filtered out of the general
-#: targets unless SHARDKIT_FUZZ_INCLUDE_KNOWN=1.
-KNOWN = {
-    "backtracking": "custom split patterns with catastrophic backtracking hang encode",
-    "capture-groups": "custom split patterns with capture groups: findall returns groups, not chunks",
-    "pattern-names": "an unknown pattern name (e.g. 'gpt5') is taken as a regex instead of being refused",
-    "deep-json": "deeply nested JSON raises RecursionError instead of ValueError",
-    "jsonl-utf8": "a non-UTF-8 JSONL file raises UnicodeDecodeError without file/line, not DataFormatError",
-    "huge-ints": "integers beyond int64 (vocab_size=2**70, ids) raise pybind11's TypeError, not ValueError",
-    # Found by this harness, not in the list being fixed:
-    "int-digits": "NEW: a JSON integer of 4301+ digits: load raises a ValueError that does not name the file",
-    "uncovered-text": "NEW: text a custom pattern does not match: the reference encoder drops it silently, "
-                      "the native one raises an unclear 'offsets' ValueError",
-}
-
-
-def xfail_known(name: str):
-    import pytest
-
-    return pytest.mark.xfail(strict=True, reason=f"known defect [{name}]: {KNOWN[name]}")
-
 
 class Hang(Exception):
     """An input ran past the per-example time limit (a hang, as far as the contract goes)."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from shardkit.data import KIND_FIELDS, DataFormatError, check_record, load_records, read_jsonl
-from tests.fuzz.fuzzlib import INCLUDE_KNOWN, fuzz, time_limit, xfail_known
+from tests.fuzz.fuzzlib import fuzz, time_limit
 
 KINDS = sorted(KIND_FIELDS) + [tuple(sorted(KIND_FIELDS))]
 FIELDS = sorted({f for fields in KIND_FIELDS.values() for f in fields}) + ["role", "content", "other"]
@@ -50,8 +50,6 @@ def _is_utf8(data: bytes) -> bool:
 @fuzz
 @given(data=st.binary(max_size=300), kind=st.sampled_from(KINDS))
 def test_arbitrary_bytes(tmp_path, data, kind):
-    if not INCLUDE_KNOWN:
-        assume(_is_utf8(data))  # known defect [jsonl-utf8]
     path = tmp_path / "data.jsonl"
     path.write_bytes(data)
     _read(path, kind)
@@ -84,7 +82,6 @@ def test_check_record(record, kind):
     assert out == record
 
 
-@xfail_known("jsonl-utf8")
 def test_non_utf8_file(tmp_path):
     # Minimal input: a file holding the single byte b"\xff" (kind "text"):
     # read_jsonl raises UnicodeDecodeError, naming neither the file nor the line.
@@ -94,7 +91,6 @@ def test_non_utf8_file(tmp_path):
         read_jsonl(path, "text")
 
 
-@xfail_known("deep-json")
 def test_deeply_nested_line(tmp_path):
     # Minimal input: one line "[" * 100000: json.loads raises RecursionError.
     path = tmp_path / "data.jsonl"

@@ -33,8 +33,10 @@ def test_high_special_id_costs_no_memory():
             tok.decode_bytes([65, bad])
 
 
-def test_special_id_past_the_native_range_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"special token id 4294967295: expected an id from 256 .* to 4294967294"):
-        BPETokenizer(BYTES, special_tokens={"<x>": 2**32 - 1})
-    tok = BPETokenizer(BYTES, special_tokens={"<x>": 2**32 - 2})  # the last id that fits
-    assert tok.decode_bytes([2**32 - 2]) == b"<x>"
+def test_special_id_past_int32_is_a_clear_error():
+    # Token ids are int32 in torch (embedding indices), as MAX_VOCAB_SIZE bounds training.
+    for bad in (2**31, 2**32 - 1, 2**70):
+        with pytest.raises(ValueError, match=r"special_tokens\['<x>'\]: expected an int id from 256 to 2\*\*31 - 1"):
+            BPETokenizer(BYTES, special_tokens={"<x>": bad})
+    tok = BPETokenizer(BYTES, special_tokens={"<x>": 2**31 - 1})  # the last id that fits
+    assert tok.decode_bytes([2**31 - 1]) == b"<x>"

@@ -9,7 +9,6 @@ import copy
 import logging
 
 import pytest
-import torch
 
 from tests.trainers.conftest import make_llama, make_records, make_tokenizer
 

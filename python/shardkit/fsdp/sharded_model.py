@@ -36,7 +36,7 @@ from shardkit import comm
 from shardkit.fsdp.flat_param import FlatGroup
 from shardkit.fsdp.hybrid import hybrid_groups
 from shardkit.fsdp.meta_init import check_init_args, is_meta_model, materialize_unit, parameter_registrations
-from shardkit.fsdp.strategies import STRATEGIES, strategy_name
+from shardkit.fsdp.strategies import strategy_name
 from shardkit.fsdp.units import assign_parameters, select_units
 
 _RESHARD_AFTER_FORWARD = ("FULL_SHARD", "HYBRID")

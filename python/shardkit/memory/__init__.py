@@ -12,8 +12,9 @@ formula is itemized in :mod:`shardkit.memory.activations`; measurement helpers
 :mod:`shardkit.memory.measure`.
 """
 
+from shardkit.fsdp.strategies import STRATEGIES
 from shardkit.memory.comm_probe import CommBufferProbe
-from shardkit.memory.estimate import OPTIMIZERS, PRECISIONS, STRATEGIES, MemoryEstimate, MemoryItem, estimate
+from shardkit.memory.estimate import OPTIMIZERS, PRECISIONS, MemoryEstimate, MemoryItem, estimate
 from shardkit.memory.measure import SavedActivationCounter, model_state_bytes, unique_storage_bytes
 from shardkit.memory.report import format_bytes, plot
 from shardkit.memory.spec import PRESETS, DecoderSpec

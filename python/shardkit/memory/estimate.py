@@ -27,7 +27,7 @@ from typing import Any
 from torch import nn
 
 from shardkit.memory.checkpoint_policy import MemoryBudget, parse_policy, policy_label, static_selection
-from shardkit.fsdp.strategies import STRATEGIES, strategy_name
+from shardkit.fsdp.strategies import strategy_name
 from shardkit.memory import activations
 from shardkit.memory.report import format_bytes, format_table
 from shardkit.memory.spec import DecoderSpec

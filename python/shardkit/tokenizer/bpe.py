@@ -347,6 +347,9 @@ class BPETokenizer:
         """The concatenated bytes of ``ids`` (special tokens as their names)."""
         ids = [int(i) for i in ids]
         if self._encoder is not None:
+            if ids and not 0 <= min(ids) <= max(ids) < formats.MAX_TOKEN_ID:  # the native decoder takes int64
+                k = next(k for k, i in enumerate(ids) if not 0 <= i < formats.MAX_TOKEN_ID)
+                raise ValueError(f"ids[{k}]: unknown token id {ids[k]}")
             return self._encoder.decode(ids)
         out = bytearray()
         inverse = {i: n.encode("utf-8") for n, i in self._special.items()}

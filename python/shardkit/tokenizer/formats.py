@@ -53,6 +53,10 @@ def check_special_names(names: Sequence[str]) -> None:
         raise ValueError(f"special_tokens: duplicates in {list(names)}")
 
 
+#: Every token id fits int32, torch's embedding index (as MAX_VOCAB_SIZE in training).
+MAX_TOKEN_ID = 1 << 31
+
+
 def check_special_tokens(special: dict[str, int], tokens: list[bytes]) -> dict[str, int]:
     """Special tokens: ids after the mergeable tokens, none spelling a learned token."""
     if not isinstance(special, dict):
@@ -61,8 +65,9 @@ def check_special_tokens(special: dict[str, int], tokens: list[bytes]) -> dict[s
     by_bytes = {t: i for i, t in reversed(list(enumerate(tokens)))}
     seen: dict[int, str] = {}
     for name, i in special.items():
-        if not isinstance(i, int) or isinstance(i, bool) or i < len(tokens):
-            raise ValueError(f"special_tokens[{name!r}]: expected an int id >= {len(tokens)}, got {i!r}")
+        if not isinstance(i, int) or isinstance(i, bool) or not len(tokens) <= i < MAX_TOKEN_ID:
+            raise ValueError(f"special_tokens[{name!r}]: expected an int id from {len(tokens)} to 2**31 - 1 "
+                             f"(ids are int32 in torch), got {i!r}")
         if i in seen:
             raise ValueError(f"special_tokens: {name!r} and {seen[i]!r} share the id {i}")
         seen[i] = name
@@ -157,7 +162,7 @@ def parse_json(raw: bytes, what: str):
     """
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # bad UTF-8, bad JSON, or an integer of more than 4300 digits
         raise ValueError(f"{what}: not JSON ({exc})") from None
     except RecursionError:
         raise ValueError(f"{what}: JSON nested too deeply to read") from None
