@@ -25,6 +25,7 @@ transport where one core moves each byte.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -36,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce")
+ARGV_ENV = "SHARDKIT_BENCH_COMM_ARGV"
 
 
 def sizes(lo: int, hi: int) -> list[int]:
@@ -217,13 +219,16 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
     if "LOCAL_RANK" in os.environ:  # under torchrun
-        rank_main(args)
+        rank_main(parse_args(json.loads(os.environ.get(ARGV_ENV, "null")) or argv))
         return 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}",
-           "-m", "benchmarks.bench_comm", *argv]
-    return subprocess.call(cmd)
+    parse_args(argv)  # bad arguments fail here, before any rank starts
+    # The arguments travel in the environment: torchrun's own parser would take
+    # "--nproc" (and any prefix of its options) that follow the module name.
+    env = dict(os.environ, **{ARGV_ENV: json.dumps(argv)})
+    nproc = parse_args(argv).nproc
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", "benchmarks.bench_comm"]
+    return subprocess.call(cmd, env=env)
 
 
 if __name__ == "__main__":
