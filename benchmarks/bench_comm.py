@@ -13,7 +13,7 @@ the timer (sums of a constant buffer grow into infinities and are not what
 training reduces). Ranks start each batch together (a barrier) and a batch's
 time is its slowest rank's. Cases are interleaved batch by batch, so that
 noise hits all of them alike: all_reduce
-(ring, tree, and what ``algo="auto"`` picks), reduce_scatter, all_gather,
+(ring, tree, and what ``algo="auto"`` picks after ``comm.calibrate()``), reduce_scatter, all_gather,
 broadcast and reduce, each beside gloo. Reported: median and the 10th-90th
 percentiles over the batches of the time per call, busbw as nccl-tests defines it (all_reduce algbw *
 2(p-1)/p; reduce_scatter and all_gather algbw * (p-1)/p of the full p * shard
@@ -123,6 +123,7 @@ def rank_main(args) -> None:
 
     dist.init_process_group("gloo")
     group = comm.init(timeout=600)
+    comm.calibrate(store=False)  # "auto" follows what this run's calibration measured (not a cached model)
     rank, world = dist.get_rank(), dist.get_world_size()
     gen = torch.Generator().manual_seed(1000 + rank)
     rows = []
