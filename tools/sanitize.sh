@@ -24,6 +24,7 @@ JOBS=${SHARDKIT_SANITIZE_JOBS:-2}
 PYTHON=${PYTHON:-python}
 CXX=${CXX:-g++}
 start=$(date +%s)
+mkdir -p "$BUILD"
 
 # pybind11's CMake config: from the environment if it has pybind11, else a
 # private copy under the build folder (pip's build isolation fetched it for
