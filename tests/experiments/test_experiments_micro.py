@@ -115,7 +115,7 @@ def test_rerun_skips_finished_parts_and_refuses_other_settings(reversal, capsys)
 def test_biographies_augmentation_makes_knowledge_extractable(tmp_path):
     r = _run("biographies", tmp_path)
     seq, aug = r["sequential_accuracy"], r["augmented_finetune_accuracy"]
-    # Seeds 0-2 gave about 0.40 against 0.10: a margin of 0.15 leaves room for other machines' numerics.
+    # Seeds 0-2 gave 0.49/0.29/0.44 against 0.16/0.07/0.12: a margin of 0.15 leaves room for other machines' numerics.
     assert aug > seq + 0.15
     assert (
         seq < r["majority_baseline"]["accuracy"] + 0.1
@@ -139,9 +139,10 @@ def test_scaling_loss_falls_with_model_size(tmp_path):
     params = [p["params"] for p in points]
     losses = [p["loss"] for p in points]
     assert params == sorted(params) and len(set(params)) == len(params)
-    # The two largest models beat the two smallest, and the smallest beats none.
-    assert max(losses[-2:]) < min(losses[:2]) - 0.05
+    # The smallest model is the worst and the two largest beat the two smallest on average. At 120 steps
+    # neighbouring sizes can swap (seeds 0-2 showed that), so no strict order is asserted between them.
     assert losses[0] == max(losses)
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.1
     assert r["alpha_N"] > 0
     slope, intercept = np.polyfit(np.log(params), np.log(losses), 1)
     assert r["alpha_N"] == pytest.approx(-slope, rel=1e-9)

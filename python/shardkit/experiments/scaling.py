@@ -48,7 +48,7 @@ PRESETS = {
         "held_out": 0.1,
         "vocab_size": 300,
         "seq_len": 64,
-        "eval_windows": 48,
+        "eval_windows": 200,
         "sizes": [
             _shape(8, 1, 2),
             _shape(16, 1, 2),
@@ -255,8 +255,13 @@ def report(r: dict, config: dict) -> str:
             "from 768 parameters up to 1.5B. Here every model sees the same small budget of one novel's tokens, so "
             "the exponent mixes how fast each size learns within the budget with how well it could do at "
             "convergence, and the vocabulary (bytes plus a few merges), text and tokenizer differ, which moves the "
-            "constants N_c and the exponent. Tiny models far from convergence give a steeper slope than Kaplan's; "
-            "the fit with a constant separates the floor that the fixed data budget sets."
+            "constants N_c and the exponent. "
+            + (
+                f"Here alpha_N = {r['alpha_N']:.3f} is {'shallower' if r['alpha_N'] < PAPER['alpha_N'] else 'steeper'} "
+                f"than Kaplan's {PAPER['alpha_N']}: the larger models are limited by the fixed data budget (several "
+                "epochs of a small text), which flattens the plain power law; the fit with a constant separates "
+                f"that floor (L_inf = {c['L_inf']:.2f}) and gives alpha_N = {c['alpha_N']:.3f} for the part above it."
+            )
         ),
         (
             "- N counts the non-embedding parameters, as Kaplan does; embeddings are excluded because they change "
