@@ -9,6 +9,7 @@ holds, and recomputed independently where they can be: greedy decoding with
 power-law fit.
 """
 
+import itertools
 import json
 import math
 
@@ -139,10 +140,9 @@ def test_scaling_loss_falls_with_model_size(tmp_path):
     params = [p["params"] for p in points]
     losses = [p["loss"] for p in points]
     assert params == sorted(params) and len(set(params)) == len(params)
-    # The smallest model is the worst and the two largest beat the two smallest on average. At 120 steps
-    # neighbouring sizes can swap (seeds 0-2 showed that), so no strict order is asserted between them.
-    assert losses[0] == max(losses)
-    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.1
+    # Seeds 0-2 gave strictly falling losses, the closest neighbours 0.06 nats apart.
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.2
     assert r["alpha_N"] > 0
     slope, intercept = np.polyfit(np.log(params), np.log(losses), 1)
     assert r["alpha_N"] == pytest.approx(-slope, rel=1e-9)

@@ -59,7 +59,7 @@ PRESETS = {
         "train": {
             "steps": 120,
             "batch_size": 16,
-            "learning_rate": 6e-3,
+            "learning_rate": 3e-3,
             "warmup_steps": 12,
         },
     },
