@@ -93,7 +93,7 @@ def test_cli_average(tmp_path, capsys):
     assert "weights [0.75, 0.25]" in capsys.readouterr().out
     ref = _reference(models, [3, 1])
     with safe_open(str(out), framework="pt") as f:
-        for name in f.keys():
+        for name in f.keys():  # noqa: SIM118
             assert torch.equal(f.get_tensor(name), ref[name])
 
 

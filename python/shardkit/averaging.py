@@ -74,7 +74,7 @@ class _Checkpoint:
             raise FileNotFoundError(f"{where}: {path!r} does not exist")
         handle = safe_open(path, framework="pt")
         self.tied = json.loads((handle.metadata() or {}).get("shardkit.tied", "{}"))
-        for name in handle.keys():
+        for name in handle.keys():  # noqa: SIM118  (a safe_open handle is not iterable)
             self._files[name] = handle
 
     def _open_sharded(self, path: str) -> None:
