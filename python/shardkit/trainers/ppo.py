@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ import torch
 from torch import nn
 
 from shardkit.data.tokenize import encode_chat, encode_text
-from shardkit.trainers import checkpoint, data_parallel
+from shardkit.trainers import checkpoint, data_parallel, ema
 from shardkit.trainers.base import TrainerState, check_processing_class
 from shardkit.trainers.config import TrainingConfig
 from shardkit.trainers.metrics_log import MetricsLog
@@ -158,7 +159,8 @@ class PPOTrainer:
     prompts longer than ``max_length - response_length`` are dropped.
     ``train()`` logs TRL's ``objective/*``, ``policy/*``, ``loss/*``, ``val/*``,
     ``eps``, ``lr``, ``episode`` once per rollout batch (one "step").
-    One process only (several ranks raise).
+    One process only (several ranks raise). With ``ema_decay`` the EMA covers the
+    policy and the value model and is updated after every mini-batch step.
     """
 
     def __init__(
@@ -454,6 +456,8 @@ class PPOTrainer:
                 data_parallel.clip_and_norm(self.model, params, args.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if getattr(self, "ema", None) is not None:
+                    self.ema.update()
         return stats
 
     # -- loop -----------------------------------------------------------------
@@ -462,6 +466,7 @@ class PPOTrainer:
         args = self.args
         total = self.total_steps()
         self.model, self.optimizer, self.lr_scheduler = prepare_model_and_optimizer(self.model, args, total)
+        self.ema = ema.EMA.for_trainer(self)  # of the policy and the value model
         if resume_from_checkpoint is not None:
             checkpoint.load(self, resume_from_checkpoint)
         log = MetricsLog(args, total, initial=self.state.global_step, history=self.state.log_history)
@@ -494,6 +499,8 @@ class PPOTrainer:
                     checkpoint.save(self)
                 log.advance()
             checkpoint.save(self)
+            if self.ema is not None:
+                self.ema.save_model(os.path.join(args.output_dir, "model_ema.safetensors"))
         finally:
             log.close()
         return self.state
