@@ -227,7 +227,9 @@ def test_ppo_matches_plain_torch_reference(tmp_path, kl_estimator, whiten_reward
     for ours, theirs in ((trainer.policy, ref_policy), (trainer.value_model, ref_value)):
         for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
             torch.testing.assert_close(p, q, atol=2e-5, rtol=1e-4, msg=name)
-    moved = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(trainer.policy.parameters(), ref_ref.parameters()))
+    moved = max(
+        float((p.detach() - q.detach()).abs().max()) for p, q in zip(trainer.policy.parameters(), ref_ref.parameters())
+    )
     assert moved > 1e-3, "the policy did not change: the test would pass for a no-op update"
 
 
