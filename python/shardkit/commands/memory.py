@@ -59,6 +59,10 @@ def register(subparsers) -> None:
     run.add_argument("--seq-len", type=int, default=2048)
     run.add_argument("--checkpointing", default="none", help="none, every_block, or k (every k-th block)")
     run.add_argument("--unit-params", type=parse_count, help="parameters of the largest sharding unit")
+    run.add_argument("--recipe", choices=("pretrain", "sft", "dpo", "rm", "grpo", "ppo"), default="pretrain",
+                     help="which models the step holds: ppo = policy + value trained, reference + reward frozen")
+    run.add_argument("--no-reference", action="store_true",
+                     help="no frozen reference (DPO with precomputed log-probs, GRPO with beta=0)")
     out = parser.add_argument_group("output")
     out.add_argument("--compare", action="store_true", help="one table per strategy, to see what each saves")
     out.add_argument("--json", action="store_true", help="print to_dict() as JSON instead of tables")
@@ -119,6 +123,8 @@ def _run(args) -> int:
         checkpointing=checkpointing,
         sgd_momentum=not args.no_momentum,
         unit_params=args.unit_params,
+        recipe=args.recipe,
+        reference=not args.no_reference,
     )
     strategies = [args.strategy]
     if args.compare:

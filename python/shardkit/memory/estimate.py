@@ -28,7 +28,7 @@ from torch import nn
 
 from shardkit.memory.checkpoint_policy import MemoryBudget, parse_policy, policy_label, static_selection
 from shardkit.fsdp.strategies import strategy_name
-from shardkit.memory import activations
+from shardkit.memory import activations, rl
 from shardkit.memory.report import format_bytes, format_table
 from shardkit.memory.spec import DecoderSpec
 
@@ -151,6 +151,8 @@ def estimate(
     checkpointing: Any = "none",
     sgd_momentum: bool = True,
     unit_params: int | None = None,
+    recipe: str = "pretrain",
+    reference: bool = True,
 ) -> MemoryEstimate:
     """Estimate the memory one rank holds during a training step.
 
@@ -165,6 +167,13 @@ def estimate(
     ``CheckpointPlan`` (what a MemoryBudget chose). ``unit_params`` is
     the largest block unit (default: read from the spec or module; for a bare
     parameter count, the whole model is taken as one unit unless given).
+    ``recipe`` (``pretrain``, ``sft``, ``dpo``, ``rm``, ``grpo``, ``ppo``)
+    says which models the step holds (see :mod:`shardkit.memory.rl`): PPO
+    trains a policy and a value model and holds a frozen reference and reward
+    model; ``reference=False`` drops the reference (DPO with precomputed
+    log-probs, GRPO with ``beta=0``, PPO with a LoRA-style adapter). ``params``
+    of the result stays the policy's count; ``trainable_params`` covers every
+    trained model; frozen models appear as ``frozen_models``.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
@@ -181,6 +190,11 @@ def estimate(
             raise ValueError(f"host_size: HYBRID needs a divisor of world_size={world_size}, got {host_size!r}")
     policy = _checkpoint_selection(checkpointing)
     facts = _facts(model, unit_params)
+    plan = rl.recipe_plan(recipe, facts.params, facts.spec, reference)
+    # A scalar-head model stands in for the policy (rm) or joins it (ppo's value model); both fully trained.
+    weights = plan.trained_params
+    trainable = facts.trainable + plan.trained_params - facts.params
+    models = "" if recipe == "pretrain" else f" of {' + '.join(role for role, _ in plan.trained)}"
 
     shard = {"NO_SHARD": 1, "SHARD_GRAD_OP": world_size, "FULL_SHARD": world_size, "HYBRID": host_size}[canonical]
     param_shard = shard if canonical in ("FULL_SHARD", "HYBRID") else 1
@@ -199,19 +213,19 @@ def estimate(
     items = [
         MemoryItem(
             "params",
-            per_rank(facts.params, weight_bytes, param_shard),
-            f"{precision} weights, {weight_bytes} B x {facts.params:,} params "
+            per_rank(weights, weight_bytes, param_shard),
+            f"{precision} weights{models}, {weight_bytes} B x {weights:,} params "
             + (f"/ {param_shard} ranks{pad}" if param_shard > 1 else "on every rank")
             + ("; gathered per unit for compute (see comm_buffers)" if param_shard > 1 else ""),
         ),
         MemoryItem(
             "grads",
-            per_rank(facts.trainable, weight_bytes, state_shard),
-            f"{precision} gradients, {weight_bytes} B x {facts.trainable:,} trainable params {where}",
+            per_rank(trainable, weight_bytes, state_shard),
+            f"{precision} gradients, {weight_bytes} B x {trainable:,} trainable params {where}",
         ),
         MemoryItem(
             "master_weights",
-            per_rank(facts.trainable, MASTER_BYTES, state_shard) if has_master else 0,
+            per_rank(trainable, MASTER_BYTES, state_shard) if has_master else 0,
             f"fp32 copy the optimizer updates, 4 B x trainable params {where}"
             + ("" if mixed else ", apart from the gathered fp32 params")
             if has_master
@@ -219,16 +233,25 @@ def estimate(
         ),
         MemoryItem(
             "optimizer_state",
-            per_rank(facts.trainable, state_per_param, state_shard),
+            per_rank(trainable, state_per_param, state_shard),
             (
                 f"AdamW exp_avg + exp_avg_sq, 4 + 4 B fp32 {where}"
                 if optimizer == "adamw"
                 else (f"SGD momentum buffer, 4 B fp32 {where}" if sgd_momentum else "none: SGD without momentum")
             ),
         ),
-        _activation_item(facts.spec, policy, batch, seq_len, weight_bytes, precision),
+        _activation_item(facts.spec, policy, batch, seq_len, weight_bytes, precision, plan),
         _comm_item(canonical, facts, world_size, shard, weight_bytes),
     ]
+    if plan.frozen:
+        frozen = " + ".join(f"{role} ({n:,})" for role, n in plan.frozen)
+        items.append(MemoryItem(
+            "frozen_models",
+            per_rank(plan.frozen_params, weight_bytes, param_shard),
+            f"{precision} weights of {frozen}, no grads or optimizer state"
+            + (f", / {param_shard} ranks like the policy" if param_shard > 1 else ", on every rank"),
+            {role: per_rank(n, weight_bytes, param_shard) for role, n in plan.frozen},
+        ))
     inputs = {
         "optimizer": optimizer,
         "precision": precision,
@@ -241,8 +264,11 @@ def estimate(
         "sgd_momentum": sgd_momentum,
         "unit_params": facts.unit_params,
         "spec": facts.spec.to_dict() if facts.spec else None,
+        "recipe": recipe,
+        "reference": reference,
+        "models": {"trained": dict(plan.trained), "frozen": dict(plan.frozen)},
     }
-    return MemoryEstimate(tuple(items), facts.params, facts.trainable, inputs)
+    return MemoryEstimate(tuple(items), facts.params, trainable, inputs)
 
 
 @dataclass(frozen=True)
@@ -264,18 +290,29 @@ def _checkpoint_selection(checkpointing: Any) -> _Selection:
     return _Selection(policy_label(policy), lambda blocks: len(static_selection(policy, blocks)))
 
 
-def _activation_item(spec, policy, batch: int, seq_len: int, act_bytes: int, precision: str) -> MemoryItem:
+def _activation_item(spec, policy, batch: int, seq_len: int, act_bytes: int, precision: str,
+                     plan: rl.RecipePlan) -> MemoryItem:
     if spec is None:
         return MemoryItem("activations", 0, "not estimated: the model's shape is unknown (pass a DecoderSpec)")
     tokens = batch * seq_len
     ckpt = policy.count(spec.layers)
-    parts = activations.activation_bytes(spec, tokens, act_bytes, ckpt)
     how = f"{ckpt} of {spec.layers} blocks checkpointed (keep only their input)" if ckpt else "no checkpointing"
+    if plan.recipe in ("pretrain", "sft"):
+        parts = activations.activation_bytes(spec, tokens, act_bytes, ckpt)
+        return MemoryItem(
+            "activations",
+            sum(parts.values()),
+            f"saved for backward, {precision} ({act_bytes} B) at {batch}x{seq_len} tokens, {how}; "
+            f"head with fp32 log-softmax {format_bytes(parts['head'])}",
+        )
+    parts = rl.activation_parts(plan, spec, tokens, act_bytes, ckpt)
+    rows = f"{plan.rows_factor}x{batch}" if plan.rows_factor > 1 else f"{batch}"
     return MemoryItem(
         "activations",
         sum(parts.values()),
-        f"saved for backward, {precision} ({act_bytes} B) at {batch}x{seq_len} tokens, {how}; "
-        f"head with fp32 log-softmax {format_bytes(parts['head'])}",
+        f"saved for backward by {' + '.join(role for role, _ in plan.trained)}, {precision} at {rows}x{seq_len} "
+        f"tokens, {how}; heads {format_bytes(parts['head'])}",
+        parts,
     )
 
 

@@ -21,6 +21,8 @@ def format_table(estimate: Any) -> str:
         f"{estimate.params:,} params | {inputs['optimizer']} {inputs['precision']} | {inputs['strategy']}"
         f" x {inputs['world_size']} ranks | batch {inputs['batch']} x seq {inputs['seq_len']} | per rank"
     )
+    if inputs.get("recipe", "pretrain") != "pretrain":
+        title = f"{inputs['recipe'].upper()} | " + title.replace(" params |", " policy params |", 1)
     rows = [
         (i.name, format_bytes(i.bytes), f"{i.bytes / estimate.params:.2f}" if estimate.params else "-", i.explanation)
         for i in estimate.items

@@ -9,6 +9,8 @@ from shardkit.trainers.base import BaseTrainer, TrainerState
 from shardkit.trainers.config import DPOConfig, KTOConfig, PretrainConfig, SFTConfig, TrainingConfig
 from shardkit.trainers.dpo import DPOTrainer, dpo_losses
 from shardkit.trainers.kto import KTOTrainer, kto_losses
+from shardkit.trainers.ppo import PPOConfig, PPOTrainer
+from shardkit.trainers.scores import scalar_head_gpt
 from shardkit.trainers.setup import prepare_model_and_optimizer
 from shardkit.trainers.sft import PretrainTrainer, SFTTrainer
 
@@ -16,4 +18,5 @@ __all__ = [
     "BaseTrainer", "TrainerState", "TrainingConfig", "PretrainConfig", "SFTConfig", "DPOConfig", "KTOConfig",
     "PretrainTrainer", "SFTTrainer", "DPOTrainer", "KTOTrainer", "dpo_losses", "kto_losses",
     "prepare_model_and_optimizer",
+    "PPOConfig", "PPOTrainer", "scalar_head_gpt",
 ]

@@ -14,6 +14,7 @@ the step count to resume exactly where it stopped.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 
 from shardkit.data import load_records
 from shardkit.data.records import detect_kind
-from shardkit.trainers import checkpoint, data_parallel
+from shardkit.trainers import checkpoint, data_parallel, ema
 from shardkit.trainers.config import TrainingConfig
 from shardkit.trainers.metrics import MetricBuffer
 from shardkit.trainers.metrics_log import MetricsLog
@@ -176,6 +177,7 @@ class BaseTrainer:
         total = self.total_steps()
         self.model, self.optimizer, self.lr_scheduler = prepare_model_and_optimizer(self.model, args, total)
         self.after_model_prepared()
+        self.ema = ema.EMA.for_trainer(self)  # args.ema_decay: see shardkit.trainers.ema
         if resume_from_checkpoint is not None:
             checkpoint.load(self, resume_from_checkpoint)
         else:
@@ -212,6 +214,8 @@ class BaseTrainer:
                 grad_norm = data_parallel.clip_and_norm(self.model, params, args.max_grad_norm)
                 lr = self.lr_scheduler.get_last_lr()[0]
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update()
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.state.global_step += 1
@@ -234,6 +238,8 @@ class BaseTrainer:
                     checkpoint.save(self)
                 log.advance()
             checkpoint.save(self)
+            if self.ema is not None:
+                self.ema.save_model(os.path.join(args.output_dir, "model_ema.safetensors"))
         finally:
             log.close()
         return self.state
@@ -242,8 +248,13 @@ class BaseTrainer:
         """Global means of the metrics recorded since the last log (a collective when sharded)."""
         return self._metrics.pop(lambda t: data_parallel.all_reduce_sum_(t, self.model), self.derive_metrics, prefix)
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Mean loss and metrics over the eval batches, prefixed ``eval_``; on the EMA weights with ``ema_decay``."""
+        with ema.applied(self):
+            return self._evaluate()
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
         """Mean loss and metrics over the eval batches, prefixed ``eval_``.
 
         An eval batch holds ``per_device_eval_batch_size`` examples per rank,

@@ -4,7 +4,7 @@
 ``optimizer.safetensors`` (tensors) + ``optimizer.json`` (the rest of the
 state dict), ``extra.safetensors`` (e.g. precomputed reference log-probs),
 ``rng.safetensors`` (torch's RNG state; with several ranks each rank's, as
-``torch.rank<r>``) and ``trainer_state.json``. The data order is a function
+``torch.rank<r>``), ``ema.safetensors`` with ``ema_decay`` and ``trainer_state.json``. The data order is a function
 of (seed, step), so the step restores it. A checkpoint is written into a
 staging directory and put in place by ``shardkit.atomic.replace_dir``, which
 removes an older copy of the same step only once the new one is in: a crash
@@ -106,6 +106,8 @@ def _write_trainer_files(trainer, tmp: str, rng: dict[str, torch.Tensor]) -> Non
     extra = {k: v.contiguous() for k, v in trainer.extra_checkpoint_tensors().items()}
     atomic.write_atomic(os.path.join(tmp, "extra.safetensors"), lambda path: save_file(extra, path))
     atomic.write_atomic(os.path.join(tmp, "rng.safetensors"), lambda path: save_file(rng, path))
+    if getattr(trainer, "ema", None) is not None:
+        trainer.ema.save(tmp)
     state = {"global_step": trainer.state.global_step, "num_tokens": trainer.state.num_tokens,
              "train_seconds": trainer.state.train_seconds, "log_history": trainer.state.log_history,
              "lr_scheduler": trainer.lr_scheduler.state_dict() if trainer.lr_scheduler else None,
@@ -148,6 +150,8 @@ def load(trainer, path: str) -> None:
     if state.get("lr_scheduler"):
         trainer.lr_scheduler.load_state_dict({**trainer.lr_scheduler.state_dict(), **state["lr_scheduler"]})
     trainer.load_extra_checkpoint_tensors(load_file(os.path.join(path, "extra.safetensors")))
+    if getattr(trainer, "ema", None) is not None:
+        trainer.ema.load(path)
     rng = load_file(os.path.join(path, "rng.safetensors"))
     # This rank's own state when the checkpoint has one (same or larger world), else rank 0's.
     own = f"torch.rank{data_parallel.rank()}" if data_parallel.is_sharded(trainer.model) else "torch"

@@ -47,6 +47,8 @@ class TrainingConfig:
     bf16: bool = _f(False, "cast the model to bfloat16 (the fused optimizer keeps fp32 master weights)")
     report_to: list[str] = _f(("jsonl",), "metric sinks besides the console: jsonl, tensorboard")
     disable_tqdm: bool = _f(False, "no progress bar")
+    ema_decay: float | None = _f(None, "keep an EMA of the weights with this decay (e.g. 0.999): evaluate() uses it, "
+                                 "checkpoints carry it, output_dir/model_ema.safetensors at the end; None = off")
 
     def __post_init__(self) -> None:
         self.report_to = list(self.report_to)
@@ -71,6 +73,8 @@ class TrainingConfig:
                              f"linear or cosine, got {self.lr_scheduler_type!r}")
         if self.optim not in ("adamw_fused", "adamw_torch", "sgd"):
             raise ValueError(f"{type(self).__name__}.optim must be adamw_fused, adamw_torch or sgd, got {self.optim!r}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"{type(self).__name__}.ema_decay must be in [0, 1) or None, got {self.ema_decay!r}")
         unknown = set(self.report_to) - {"jsonl", "tensorboard"}
         if unknown:
             raise ValueError(f"{type(self).__name__}.report_to: unknown sinks {sorted(unknown)}; use jsonl, tensorboard")
