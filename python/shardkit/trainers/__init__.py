@@ -1,4 +1,5 @@
-"""Trainers in the shape TRL users know: ``PretrainTrainer``, ``SFTTrainer``, ``DPOTrainer``, ``KTOTrainer``.
+"""Trainers in the shape TRL users know: ``PretrainTrainer``, ``SFTTrainer``, ``DPOTrainer``, ``KTOTrainer``,
+``RewardTrainer``, ``GRPOTrainer``.
 
 Each takes ``(model, args=XxxConfig(...), train_dataset=..., processing_class=tokenizer)``;
 ``train()`` returns a state whose ``log_history`` holds the logged dicts.
@@ -9,11 +10,12 @@ from shardkit.trainers.base import BaseTrainer, TrainerState
 from shardkit.trainers.config import DPOConfig, KTOConfig, PretrainConfig, SFTConfig, TrainingConfig
 from shardkit.trainers.dpo import DPOTrainer, dpo_losses
 from shardkit.trainers.kto import KTOTrainer, kto_losses
+from shardkit.trainers.reward import RewardConfig, RewardTrainer
 from shardkit.trainers.setup import prepare_model_and_optimizer
 from shardkit.trainers.sft import PretrainTrainer, SFTTrainer
 
 __all__ = [
     "BaseTrainer", "TrainerState", "TrainingConfig", "PretrainConfig", "SFTConfig", "DPOConfig", "KTOConfig",
     "PretrainTrainer", "SFTTrainer", "DPOTrainer", "KTOTrainer", "dpo_losses", "kto_losses",
-    "prepare_model_and_optimizer",
+    "prepare_model_and_optimizer", "RewardConfig", "RewardTrainer",
 ]
