@@ -27,12 +27,12 @@ SKIP = {"epoch", "step", "learning_rate", "num_tokens", "train_runtime", "train_
         "train_steps_per_second", "total_flos", "train_loss", "step_time"}
 
 
-def make_seq_cls(vocab_size: int, pad_token_id: int, seed: int = 0):
+def make_seq_cls(vocab_size: int, pad_token_id: int, seed: int = 0, num_labels: int = 1):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, num_labels=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, num_labels=num_labels,
                       pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=1, tie_word_embeddings=False)
     return LlamaForSequenceClassification(cfg)
 
