@@ -77,23 +77,25 @@ def sample_completions(model, prompt_ids: list[list[int]], *, max_new_tokens: in
                        top_k: int, eos_ids: list[int], pad_id: int) -> list[list[int]]:
     """Sample one completion per prompt, all rows in one batched, KV-cached generation.
 
-    A shardkit ``GPT`` uses ``shardkit.models.generate``; any other model its
-    HF ``generate``. Completions end after their first EOS or at ``max_new_tokens``.
+    A shardkit ``GPT`` decodes from a ``DecodeSnapshot`` (weights read, or
+    gathered when sharded, once per call); any other model uses its HF ``generate``. Completions end after their first EOS or at ``max_new_tokens``.
     """
     from shardkit.models import GPT
 
     device = next(model.parameters()).device
     ids, mask = left_pad(prompt_ids, pad_id, device)
     if isinstance(model, GPT):
-        from shardkit.models.generation import generate
+        from shardkit.models.fast_decode import DecodeSnapshot
 
         limit = model.config.max_position_embeddings
         if ids.shape[1] + max_new_tokens > limit:
             raise ValueError(f"max_completion_length: the longest prompt ({ids.shape[1]} tokens) plus "
                              f"{max_new_tokens} new tokens exceeds the model's max_position_embeddings ({limit})")
-        out = generate(model, ids, attention_mask=mask, max_new_tokens=max_new_tokens, temperature=temperature,
-                       top_k=top_k or None, top_p=None if top_p >= 1.0 else top_p, stop_tokens=eos_ids,
-                       pad_token_id=pad_id)
+        # Weights read (gathered, when sharded) once for the whole generation batch, in a decoding layout.
+        out = DecodeSnapshot(model).generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                             temperature=temperature, top_k=top_k or None,
+                                             top_p=None if top_p >= 1.0 else top_p, stop_tokens=eos_ids,
+                                             pad_token_id=pad_id)
     else:
         if not hasattr(model, "generate"):
             raise TypeError(f"model {type(model).__name__} has no generate(); pass a rollout_func")
