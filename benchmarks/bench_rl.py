@@ -19,7 +19,7 @@ shardkit does not recompute), ``use_cpu=True``, no logging sinks. A step's time
 is the gap between consecutive step starts after warm-up steps; each figure is
 the median over all rounds, with the spread (min-max of the per-round medians).
 
-    python -m benchmarks.bench_rl [--rounds 3] [--steps 10] [--threads 1] [--out benchmarks/out/rl.json]
+    python -m benchmarks.bench_rl [--rounds 3] [--steps 12] [--threads 1] [--out benchmarks/out/rl.json]
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cases", default="reward,grpo_shared,grpo_own,rollout")
+    parser.add_argument("--cases", default="reward,reward_gpt,grpo_shared,grpo_shared_gpt,grpo_own,rollout")
     parser.add_argument("--out", default="benchmarks/out/rl.json")
     args = parser.parse_args(argv)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -211,37 +211,44 @@ def main(argv: list[str] | None = None) -> int:
     tok = char_tokenizer(pad_is_eos=False)
     cases = args.cases.split(",")
     results = []
-    if "reward" in cases:
+    from shardkit.models import GPTForSequenceClassification
+
+    for case in ("reward", "reward_gpt"):
+        if case not in cases:
+            continue
         model = seq_cls(len(tok), tok.pad_token_id)
         data = toy_records("preference", 8 * (args.steps + 1), seed=1, max_words=12, max_word=6)
         t_rounds, o_rounds, diff = [], [], 0.0
         for _ in range(args.rounds):
             t, t_loss = run_trl("reward", copy.deepcopy(model), tok, data, args.steps)
-            o, o_loss = run_ours("reward", copy.deepcopy(model), tok, data, args.steps)
+            ours = copy.deepcopy(model) if case == "reward" else GPTForSequenceClassification.from_hf(model)
+            o, o_loss = run_ours("reward", ours, tok, data, args.steps)
             t_rounds.append(t)
             o_rounds.append(o)
             diff = max(diff, max(abs(a - b) / abs(b) for a, b in zip(o_loss, t_loss)))
-        results.append(_row("reward step", t_rounds, o_rounds, 0.5, diff))
+        name = "reward step (HF model both)" if case == "reward" else "reward step (ours: GPT head)"
+        results.append(_row(name, t_rounds, o_rounds, 0.5, diff))
     grpo_data = [{"prompt": r["prompt"]} for r in toy_records("prompt_completion", 64, seed=2, max_words=6)]
-    for case in ("grpo_shared", "grpo_own"):
+    names = {"grpo_shared": "grpo step (shared rollouts, HF both)", "grpo_shared_gpt": "grpo step (shared, ours GPT)",
+             "grpo_own": "grpo step (own generation, ours GPT)"}
+    for case, name in names.items():
         if case not in cases:
             continue
         policy = causal_lm(len(tok))
         t_rounds, o_rounds, diff = [], [], None
         for _ in range(args.rounds):
-            if case == "grpo_shared":
+            ours = copy.deepcopy(policy) if case == "grpo_shared" else GPT.from_hf_llama(policy)
+            if case != "grpo_own":
                 t, t_loss = run_trl("grpo", copy.deepcopy(policy), tok, grpo_data, args.steps,
                                     rollout=make_rollout(5, 16), length=16)
-                o, o_loss = run_ours("grpo", copy.deepcopy(policy), tok, grpo_data, args.steps,
-                                     rollout=make_rollout(5, 16), length=16)
+                o, o_loss = run_ours("grpo", ours, tok, grpo_data, args.steps, rollout=make_rollout(5, 16), length=16)
                 d = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(o_loss, t_loss))
                 diff = d if diff is None else max(diff, d)
             else:
                 t, _ = run_trl("grpo", copy.deepcopy(policy), tok, grpo_data, args.steps, length=32)
-                o, _ = run_ours("grpo", GPT.from_hf_llama(policy), tok, grpo_data, args.steps, length=32)
+                o, _ = run_ours("grpo", ours, tok, grpo_data, args.steps, length=32)
             t_rounds.append(t)
             o_rounds.append(o)
-        name = "grpo step (shared rollouts)" if case == "grpo_shared" else "grpo step (own generation)"
         results.append(_row(name, t_rounds, o_rounds, 0.5, diff))
     if "rollout" in cases:
         policy = causal_lm(len(tok))
@@ -260,12 +267,12 @@ def main(argv: list[str] | None = None) -> int:
                             "goal": ">= 2.0 (higher is better)", "unit": "tokens/s",
                             "shardkit_generate": p_med, "shardkit_generate_spread": [p_lo, p_hi]})
 
-    print(f"{'case':<34}{'TRL':>22}{'shardkit':>22}{'ratio':>8}  goal")
+    print(f"{'case':<40}{'TRL':>22}{'shardkit':>22}{'ratio':>8}  goal")
     for r in results:
         unit = r.get("unit", "ms")
         scale = 1e3 if unit == "ms" else 1.0
         fmt = (lambda v, lo, hi, k=scale: f"{v * k:.1f} [{lo * k:.1f}-{hi * k:.1f}]")
-        print(f"{r['case']:<34}{fmt(r['trl'], *r['trl_spread']):>22}{fmt(r['shardkit'], *r['shardkit_spread']):>22}"
+        print(f"{r['case']:<40}{fmt(r['trl'], *r['trl_spread']):>22}{fmt(r['shardkit'], *r['shardkit_spread']):>22}"
               f"{r['ratio']:>8.3f}  {r['goal']}" + (f"  loss diff {r['max_rel_loss_diff']:.1e}"
                                                     if r.get("max_rel_loss_diff") is not None else ""))
     report = {

@@ -151,3 +151,20 @@ def test_grpo_rejects_bad_config_and_data(tmp_path):
     with pytest.raises(ValueError, match="scalar head"):
         RewardTrainer(GPTForSequenceClassification(_gpt(tok), num_labels=3), args=RewardConfig(output_dir=str(tmp_path)),
                       train_dataset=make_records("preference", 4), processing_class=tok)
+
+
+@pytest.mark.parametrize("spg,ga", [(2, 1), (4, 2)])
+def test_grpo_old_logps_from_the_first_pass_equal_a_separate_forward(tmp_path, monkeypatch, spg, ga):
+    """Slices first trained with the generating weights take their old log-probs from that pass."""
+    tok = make_tokenizer(pad_is_eos=False)
+    histories = []
+    for reuse in (True, False):
+        monkeypatch.setattr(GRPOTrainer, "reuse_old_logps", reuse)
+        args = _grpo_args(tmp_path, max_steps=4, per_device_train_batch_size=4, steps_per_generation=spg,
+                          gradient_accumulation_steps=ga, num_iterations=2, beta=0.1, learning_rate=3e-2)
+        histories.append(GRPOTrainer(_gpt(tok, seed=5), count_a, args=args, train_dataset=_prompts(16),
+                                     processing_class=tok).train().log_history)
+    for a, b in zip(*histories):
+        for key in ("loss", "grad_norm", "kl", "clip_ratio/region_mean"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    assert any(h["clip_ratio/region_mean"] > 0 for h in histories[0])  # later passes really were off-policy

@@ -61,6 +61,7 @@ class GRPOTrainer(BaseTrainer):
     """
 
     config_class = GRPOConfig
+    reuse_old_logps = True  # False: a separate forward for every slice's old log-probs, as TRL (tests compare)
     token_level_loss = True  # compute_loss returns TRL's fully scaled loss (see count_items)
 
     def __init__(self, model, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
@@ -214,9 +215,7 @@ class GRPOTrainer(BaseTrainer):
         if args.mask_truncated_completions:
             c_mask = c_mask * (~truncated).to(device)[:, None].long()
         num_items = float(c_mask.sum())
-        old_logps = ref_logps = None
-        if args.gradient_accumulation_steps % self.generate_every != 0:
-            old_logps = self._chunked_logps(self.model, p_ids, p_mask, c_ids, c_mask)
+        ref_logps = None
         if self.ref_model is not None:
             ref_logps = self._chunked_logps(self.ref_model, p_ids, p_mask, c_ids, c_mask)
 
@@ -227,8 +226,6 @@ class GRPOTrainer(BaseTrainer):
         advantages = self._advantages(per_func).to(device)
         batch = {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": c_ids, "completion_mask": c_mask,
                  "advantages": advantages}
-        if old_logps is not None:
-            batch["old_logps"] = old_logps
         if ref_logps is not None:
             batch["ref_logps"] = ref_logps
         # Mix the rows over the round's micro-batches (seeded per round, so a resumed run sees the same split).
@@ -238,17 +235,25 @@ class GRPOTrainer(BaseTrainer):
         spg = args.steps_per_generation
         size = n // spg
         tokens = int(p_mask.sum()) + sum(len(c) for c in completion_ids)
+        ga, start = args.gradient_accumulation_steps, rnd * self.generate_every
         out = []
         for s in range(spg):
             part = {k: v[s * size:(s + 1) * size] for k, v in batch.items()}
             part["num_items_in_batch"] = num_items
             part["num_tokens"] = tokens if s == 0 else 0
+            # Old log-probs (TRL computes them when GA is not a multiple of the generation period): a slice first
+            # trained in the generating step sees the generating weights, so its first pass supplies them (see
+            # compute_loss) for free; only slices first trained after an optimizer step need a forward now.
+            if ga % self.generate_every != 0 and ((start + s) // ga != start // ga or not self.reuse_old_logps):
+                part["old_logps"] = self._chunked_logps(self.model, part["prompt_ids"], part["prompt_mask"],
+                                                        part["completion_ids"], part["completion_mask"])
+            part["slot"] = (rnd, s)
             out.append(part)
         return out
 
     @torch.no_grad()
     def _chunked_logps(self, model, p_ids, p_mask, c_ids, c_mask) -> torch.Tensor:
-        """Completion log-probs (N, C) in chunks of per_device_train_batch_size rows (as TRL batches them)."""
+        """Completion log-probs (N, C) under ``model``, in chunks of per_device_train_batch_size rows."""
         bs = self.args.per_device_train_batch_size
         parts = [completion_logps(model, p_ids[i:i + bs], p_mask[i:i + bs], c_ids[i:i + bs], c_mask[i:i + bs],
                                   self.args.temperature)[0] for i in range(0, len(p_ids), bs)]
@@ -289,7 +294,11 @@ class GRPOTrainer(BaseTrainer):
         logps, entropy = completion_logps(model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
                                           batch["completion_mask"], args.temperature, with_entropy=True)
         old = batch.get("old_logps")
-        old = logps.detach() if old is None else old
+        if old is None:  # the weights are those that generated these rows (see _generate_round)
+            old = logps.detach()
+            rnd, slot = batch["slot"]
+            if rnd == self._round and args.gradient_accumulation_steps % self.generate_every != 0:
+                self._buffer[slot]["old_logps"] = old  # later passes over this slice, after updates, use them
         eps_high = args.epsilon if args.epsilon_high is None else args.epsilon_high
         per_token, ratio, kl = grpo_token_loss(logps, old, batch["advantages"], batch.get("ref_logps"),
                                                beta=args.beta, epsilon_low=args.epsilon, epsilon_high=eps_high,
