@@ -1,8 +1,8 @@
 """Rollouts from a model sharded over 2 ranks: the weights are gathered once per generation batch."""
 
 import pytest
-
 from shardkit.testing import spawn
+
 from tests.trainers import rl_distributed_cases as cases
 
 pytestmark = [pytest.mark.native, pytest.mark.distributed]
