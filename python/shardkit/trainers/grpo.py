@@ -10,6 +10,10 @@ generating and training on a row (``num_iterations`` > 1, or more micro-
 batches per generation than per optimizer step), the log-probs at generation
 time ("old") anchor the clipped ratio; otherwise the ratio is 1 in value
 and the old log-probs are the current ones, detached (as TRL).
+
+On several ranks each rank generates and trains a contiguous share of every
+round; rewards are gathered so that groups are normalised over all ranks'
+completions, and the reference model is sharded like the policy.
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ from shardkit.trainers.rollout import (
     sample_completions,
     tokenize_prompts,
 )
-from shardkit.trainers.setup import disable_dropout, freeze_reference
+from shardkit.trainers.setup import (
+    disable_dropout,
+    freeze_reference,
+    shard_for_data_parallel,
+)
 
 RolloutFunc = Callable[[list, "GRPOTrainer"], dict]
 
@@ -190,6 +198,11 @@ class GRPOTrainer(BaseTrainer):
         epoch, j = divmod(rnd, self.rounds_per_epoch)
         rows = self._prompt_order(epoch)[j * self.prompts_per_round:(j + 1) * self.prompts_per_round]
         inputs = [dict(self.train_examples[i]) for i in rows for _ in range(g)]  # copies: extras are merged in
+        # Several ranks: each takes its contiguous share of the round's completions (a group may span ranks;
+        # rewards are normalised over the gathered batch).
+        world, rank = self._world(), data_parallel.rank()
+        n_local = len(inputs) // world
+        inputs = inputs[rank * n_local:(rank + 1) * n_local]
         prompts = [x["prompt"] for x in inputs]
         device = next(self.model.parameters()).device
         if self.rollout_func is not None:
@@ -208,13 +221,14 @@ class GRPOTrainer(BaseTrainer):
             else texts
         stops = set(self.eos_token_ids) | {self.pad_token_id}
         truncated = torch.tensor([len(c) == 0 or c[-1] not in stops for c in completion_ids])
-        self._record_completion_metrics(prompt_ids, completion_ids, truncated)
+        lengths = torch.tensor([len(c) for c in completion_ids], dtype=torch.float64)
+        self._record_completion_metrics(self._gather_rows(lengths).float(), self._gather_rows(truncated.double()) > 0)
 
         p_ids, p_mask = left_pad(prompt_ids, self.pad_token_id, device)
         c_ids, c_mask = right_pad(completion_ids, self.pad_token_id, device)
         if args.mask_truncated_completions:
             c_mask = c_mask * (~truncated).to(device)[:, None].long()
-        num_items = float(c_mask.sum())
+        num_items = data_parallel.sum_over_ranks(float(c_mask.sum()), self.model)
         ref_logps = None
         if self.ref_model is not None:
             ref_logps = self._chunked_logps(self.ref_model, p_ids, p_mask, c_ids, c_mask)
@@ -223,7 +237,7 @@ class GRPOTrainer(BaseTrainer):
                   "log_metric": lambda name, value: self.record(name, float(value), 1.0)}
         per_func = compute_rewards(self.reward_funcs, self.reward_func_names, self.reward_processing_classes, inputs,
                                    prompts, completions, completion_ids, extras)  # (N, F)
-        advantages = self._advantages(per_func).to(device)
+        advantages = self._advantages(self._gather_rows(per_func))[rank * n_local:(rank + 1) * n_local].to(device)
         batch = {"prompt_ids": p_ids, "prompt_mask": p_mask, "completion_ids": c_ids, "completion_mask": c_mask,
                  "advantages": advantages}
         if ref_logps is not None:
@@ -259,8 +273,23 @@ class GRPOTrainer(BaseTrainer):
                                   self.args.temperature)[0] for i in range(0, len(p_ids), bs)]
         return torch.cat(parts)
 
+    def _world(self) -> int:
+        return data_parallel.data_parallel_world() if data_parallel.is_sharded(self.model) else 1
+
+    def _gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """This rank's rows (n, ...) placed in the round's (world * n, ...) tensor of all ranks (float64)."""
+        world = self._world()
+        if world == 1:
+            return local.double()
+        n = local.shape[0]
+        out = torch.zeros((world * n, *local.shape[1:]), dtype=torch.float64)
+        r = data_parallel.rank()
+        out[r * n:(r + 1) * n] = local.double()
+        return data_parallel.all_reduce_sum_(out, self.model)  # zeros elsewhere: the sum is a gather
+
     def _advantages(self, per_func: torch.Tensor) -> torch.Tensor:
-        """Advantages (N,) from the (N, F) rewards; records reward metrics as TRL names them."""
+        """Advantages (N,) from the (N, F) rewards of all ranks; records reward metrics as TRL names them."""
+        per_func = per_func.float()
         weights = self.reward_weights
         unscorable = torch.isnan(per_func).all(dim=1)
         rewards = (per_func * weights[None]).nansum(dim=1)
@@ -274,8 +303,8 @@ class GRPOTrainer(BaseTrainer):
         self.record("frac_reward_zero_std", float(torch.isclose(std, torch.zeros_like(std)).float().mean()))
         return advantages
 
-    def _record_completion_metrics(self, prompt_ids, completion_ids, truncated: torch.Tensor) -> None:
-        lengths = torch.tensor([len(c) for c in completion_ids], dtype=torch.float32)
+    def _record_completion_metrics(self, lengths: torch.Tensor, truncated: torch.Tensor) -> None:
+        """Length statistics of the round's completions (all ranks'): every rank records the same values."""
         self.record("completions/mean_length", float(lengths.mean()))
         self.record("completions/min_length", float(lengths.min()))
         self.record("completions/max_length", float(lengths.max()))
@@ -335,13 +364,26 @@ class GRPOTrainer(BaseTrainer):
         if kl is not None:
             self.record("kl", host[4], n, if_empty=0.0)
         low_min, high_max = host[-3], host[-2]
+        if self._world() > 1:  # min/max over the ranks' rows: their own collectives
+            from shardkit import comm
+
+            group = self.model._shardkit_fsdp.group
+            lo, hi = torch.tensor([low_min], dtype=torch.float64), torch.tensor([high_max], dtype=torch.float64)
+            comm.all_reduce(lo, "min", group=group)
+            comm.all_reduce(hi, "max", group=group)
+            low_min, high_max = float(lo), float(hi)
         if abs(low_min) != float("inf"):
             self.record("clip_ratio/low_min", low_min, 1.0)
         if abs(high_max) != float("inf"):
             self.record("clip_ratio/high_max", high_max, 1.0)
 
-    def train(self, resume_from_checkpoint: str | None = None):
+    def after_model_prepared(self) -> None:
         if data_parallel.data_parallel_world() > 1:
-            raise NotImplementedError("GRPOTrainer runs in one process for now: groups and rewards are not yet "
-                                      "gathered over ranks")
-        return super().train(resume_from_checkpoint)
+            from shardkit.models import GPT
+
+            if self.rollout_func is None and not isinstance(self.model, GPT):
+                raise ValueError("GRPOTrainer on several ranks samples with shardkit GPT models (their rollout "
+                                 "gathers the weights once and runs no collective per token); for an HF model "
+                                 "pass a rollout_func")
+            if self.ref_model is not None:
+                self.ref_model = shard_for_data_parallel(self.ref_model)
