@@ -168,3 +168,39 @@ def test_grpo_old_logps_from_the_first_pass_equal_a_separate_forward(tmp_path, m
         for key in ("loss", "grad_norm", "kl", "clip_ratio/region_mean"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
     assert any(h["clip_ratio/region_mean"] > 0 for h in histories[0])  # later passes really were off-policy
+
+
+def test_grpo_resume_equals_the_uninterrupted_run(tmp_path):
+    """A checkpoint at a generation boundary resumes to the same steps (the rollout depends only on the prompts)."""
+    from tests.trainers.rl_distributed_cases import _count_a, _rollout
+
+    tok = make_tokenizer(pad_is_eos=False)
+
+    def run(out, steps, resume=None):
+        args = _grpo_args(out, max_steps=steps, per_device_train_batch_size=4, num_generations=2, save_steps=2,
+                          beta=0.1, num_iterations=2)
+        trainer = GRPOTrainer(_gpt(tok, seed=6), _count_a, args=args, train_dataset=_prompts(8),
+                              processing_class=tok, rollout_func=_rollout)
+        return trainer.train(resume_from_checkpoint=resume).log_history
+
+    full = run(tmp_path / "full", 6)  # writes checkpoint-2 and checkpoint-4 on its way
+    resumed = run(tmp_path / "resumed", 6, resume=str(tmp_path / "full" / "checkpoint-2"))
+    assert [h["step"] for h in resumed] == list(range(1, 7))
+    for a, b in zip(resumed[2:], full[2:]):
+        for key in ("loss", "grad_norm", "kl", "reward"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-8), (b["step"], key)
+
+
+def test_reward_trainer_evaluates(tmp_path):
+    tok = make_tokenizer(pad_is_eos=False)
+    args = RewardConfig(output_dir=str(tmp_path), learning_rate=1e-2, per_device_train_batch_size=4,
+                        per_device_eval_batch_size=3, max_steps=4, eval_steps=2, logging_steps=1,
+                        optim="adamw_torch", report_to=[], disable_tqdm=True)
+    trainer = RewardTrainer(GPTForSequenceClassification(_gpt(tok)), args=args,
+                            train_dataset=make_records("preference", 8), eval_dataset=make_records("preference", 5),
+                            processing_class=tok)
+    evals = [h for h in trainer.train().log_history if "eval_loss" in h]
+    assert len(evals) == 2 and {"eval_accuracy", "eval_margin", "eval_mean_reward"} <= set(evals[0])
+    manual = trainer.evaluate()
+    assert manual["eval_loss"] == pytest.approx(evals[-1]["eval_loss"], rel=1e-6)
