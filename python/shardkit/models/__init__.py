@@ -5,5 +5,7 @@ from shardkit.models.generation import filter_logits, generate
 from shardkit.models.gpt import GPT, CausalLMOutput
 from shardkit.models.kv_cache import KVCache
 from shardkit.models.pretrained import load_smollm2
+from shardkit.models.reward_head import GPTForSequenceClassification, SequenceClassifierOutput
 
-__all__ = ["GPT", "GPTConfig", "PRESETS", "CausalLMOutput", "KVCache", "generate", "filter_logits", "load_smollm2"]
+__all__ = ["GPT", "GPTConfig", "PRESETS", "CausalLMOutput", "KVCache", "generate", "filter_logits", "load_smollm2",
+           "GPTForSequenceClassification", "SequenceClassifierOutput"]
