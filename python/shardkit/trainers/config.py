@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardkit.trainers.device import check_device
+
 
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
@@ -45,6 +47,7 @@ class TrainingConfig:
     seed: int = _f(42, "seed of the data order and of torch's RNG")
     shuffle: bool = _f(True, "shuffle the training data each epoch (seeded); False keeps dataset order")
     bf16: bool = _f(False, "cast the model to bfloat16 (the fused optimizer keeps fp32 master weights)")
+    device: str = _f("auto", "auto (cuda:LOCAL_RANK when CUDA is available, else cpu) | cpu | cuda | cuda:N")
     report_to: list[str] = _f(("jsonl",), "metric sinks besides the console: jsonl, tensorboard")
     disable_tqdm: bool = _f(False, "no progress bar")
 
@@ -71,6 +74,7 @@ class TrainingConfig:
                              f"linear or cosine, got {self.lr_scheduler_type!r}")
         if self.optim not in ("adamw_fused", "adamw_torch", "sgd"):
             raise ValueError(f"{type(self).__name__}.optim must be adamw_fused, adamw_torch or sgd, got {self.optim!r}")
+        check_device(self.device)
         unknown = set(self.report_to) - {"jsonl", "tensorboard"}
         if unknown:
             raise ValueError(f"{type(self).__name__}.report_to: unknown sinks {sorted(unknown)}; use jsonl, tensorboard")
