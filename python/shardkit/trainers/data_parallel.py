@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from shardkit.trainers import fsdp2_engine
 from shardkit.trainers.setup import data_parallel_world
 
 
@@ -29,6 +30,8 @@ def rank() -> int:
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model`` is sharded over ranks (``shard()`` with a group; one process sharding alone is not)."""
+    if fsdp2_engine.is_fsdp2(model):
+        return True
     state = getattr(model, "_shardkit_fsdp", None)
     return state is not None and state.group is not None
 
@@ -38,6 +41,8 @@ def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tenso
 
     ``shardkit.comm`` reduces host tensors: a device tensor goes through a host copy (a sync, only when sharded).
     """
+    if fsdp2_engine.is_fsdp2(model):
+        return fsdp2_engine.all_reduce_sum_(values, model)
     if is_sharded(model):
         from shardkit import comm
 
@@ -77,6 +82,8 @@ def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: 
     ``grad_norm`` is logged whether or not clipping is on.
     """
     clip = max_norm is not None and max_norm > 0
+    if fsdp2_engine.is_fsdp2(model):
+        return fsdp2_engine.clip_and_norm(params, max_norm)
     if is_sharded(model):
         from shardkit import fsdp
 

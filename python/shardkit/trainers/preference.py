@@ -41,7 +41,7 @@ class PreferenceTrainer(BaseTrainer):
         if self.ref_model is not None:
             self.ref_model = place_model(self.ref_model, self.device)  # the policy's device
         if self.ref_model is not None and data_parallel.data_parallel_world() > 1:
-            self.ref_model = shard_for_data_parallel(self.ref_model)
+            self.ref_model = shard_for_data_parallel(self.ref_model, self.args.engine, self.device)
 
     def before_train(self) -> None:
         if self.args.precompute_ref_log_probs:

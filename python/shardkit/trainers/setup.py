@@ -68,10 +68,17 @@ def data_parallel_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def shard_for_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
-    """FULL_SHARD ``model`` over all ranks (joining ``shardkit.comm`` if needed), one unit per block."""
+def shard_for_data_parallel(model: torch.nn.Module, engine: str = "shardkit",
+                            device: torch.device | None = None) -> torch.nn.Module:
+    """FULL_SHARD ``model`` over all ranks, one unit per block: ``shardkit.fsdp.shard`` (joining
+    ``shardkit.comm`` if needed) or, with ``engine="fsdp2"``, torch's ``fully_shard``."""
     from shardkit import comm, fsdp
     from shardkit.checkpointing.blocks import find_blocks
+
+    if engine == "fsdp2":
+        from shardkit.trainers.fsdp2_engine import shard_fsdp2
+
+        return shard_fsdp2(model, device or torch.device("cpu"))
 
     if not comm.is_initialized():
         comm.init()
@@ -100,7 +107,7 @@ def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, to
         if args.bf16:
             model = model.to(torch.bfloat16)
         if data_parallel_world() > 1:
-            model = shard_for_data_parallel(model)
+            model = shard_for_data_parallel(model, args.engine, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, args)
