@@ -16,7 +16,7 @@ def sft_trainer(output_dir: str, per_device_batch: int, **overrides):
     tok = char_tokenizer()
     torch.manual_seed(SEED)
     model = GPT(GPTConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                          num_kv_heads=2, max_position_embeddings=128, tie_word_embeddings=False))
+                          num_kv_heads=2, max_position_embeddings=128, tie_word_embeddings=True))
     settings = {"output_dir": output_dir, "learning_rate": 3e-3, "per_device_train_batch_size": per_device_batch,
                 "max_steps": 4, "lr_scheduler_type": "constant", "logging_steps": 1, "report_to": [],
                 "disable_tqdm": True, "max_length": 48, "seed": SEED, "max_grad_norm": 0.5,

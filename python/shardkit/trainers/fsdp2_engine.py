@@ -10,9 +10,9 @@ device tensors over NCCL. Gradients are averaged over the ranks, as
 ``shardkit.fsdp`` does, so the loop's loss scaling is the same for both engines.
 
 Checkpoints hold the full (unsharded) state, gathered with
-``torch.distributed.checkpoint.state_dict``: ``model.safetensors`` and the
-optimizer files written by rank 0 in the single-process layout, so an
-``engine="fsdp2"`` checkpoint also loads into one process and back.
+``torch.distributed.checkpoint.state_dict`` and written by rank 0:
+``model.safetensors`` (tied weights once, their other names in
+``model_aliases.json``) and the optimizer state keyed by parameter name.
 """
 
 from __future__ import annotations
@@ -105,8 +105,17 @@ def save(trainer, tmp: str | None) -> None:
     optim_state = get_optimizer_state_dict(trainer.model, trainer.optimizer, options=_options())
     if dist.get_rank() != 0:
         return
-    model_state = {k: v.contiguous() for k, v in model_state.items()}
-    atomic.write_atomic(os.path.join(tmp, "model.safetensors"), lambda path: save_file(model_state, path))
+    # Tied weights (an LM head sharing the embedding) come back as one tensor under two names, which
+    # safetensors refuses: keep the first name and record the others as aliases of it.
+    kept, aliases = {}, {}
+    for name, value in model_state.items():
+        same = next((k for k, v in kept.items() if v.data_ptr() == value.data_ptr() and v.shape == value.shape), None)
+        if same is None:
+            kept[name] = value.contiguous()
+        else:
+            aliases[name] = same
+    atomic.write_atomic(os.path.join(tmp, "model.safetensors"), lambda path: save_file(kept, path))
+    atomic.write_json(os.path.join(tmp, "model_aliases.json"), aliases)
     tensors, meta = checkpoint._flatten_optimizer(optim_state)
     atomic.write_atomic(os.path.join(tmp, "optimizer.safetensors"), lambda path: save_file(tensors, path))
     atomic.write_json(os.path.join(tmp, "optimizer.json"), meta)
@@ -123,6 +132,8 @@ def load(trainer, path: str) -> None:
     )
 
     model_state = load_file(os.path.join(path, "model.safetensors"))
+    with open(os.path.join(path, "model_aliases.json")) as f:
+        model_state.update({name: model_state[same] for name, same in json.load(f).items()})
     with open(os.path.join(path, "optimizer.json")) as f:
         meta = json.load(f)
     tensors = load_file(os.path.join(path, "optimizer.safetensors"))
