@@ -69,10 +69,10 @@ class Throughput:
 
 def format_device_stats(stats: dict) -> str:
     """One line: rank, device, tokens/s, peak memory and what it measures, the estimator's figure."""
-    gib = 2.0**30
-
     def size(n):
-        return "n/a" if n is None else f"{n / gib:.2f} GiB"
+        if n is None:
+            return "n/a"
+        return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
     return (f"rank {stats['rank']} {stats['device']}: {stats['tokens_per_second']:,.0f} tokens/s, "
             f"peak {size(stats['peak_memory_bytes'])} ({stats['peak_memory_kind']}), "
