@@ -21,5 +21,6 @@ def test_fsdp2_engine_matches_one_process_and_resumes_exactly(tmp_path):
             # Summation order differs across ranks (reduce-scatter, split batch): rounding-level only.
             for key in ("loss", "grad_norm", "entropy", "mean_token_accuracy"):
                 assert ours[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), (rank, ours["step"], key)
-        # Resumed from checkpoint-2: steps 3 and 4 as the uninterrupted run logged them.
+        # Resumed from checkpoint-2: steps 3 and 4 as the uninterrupted run logged them (step 4 needs the restored
+        # AdamW moments, step 3 the restored weights).
         assert result["resumed"] == result["history"], rank

@@ -47,8 +47,8 @@ class TrainingConfig:
     seed: int = _f(42, "seed of the data order and of torch's RNG")
     shuffle: bool = _f(True, "shuffle the training data each epoch (seeded); False keeps dataset order")
     bf16: bool = _f(False, "cast the model to bfloat16 (the fused optimizer keeps fp32 master weights)")
-    engine: str = _f("shardkit", "sharding engine when several ranks train: shardkit (shardkit.fsdp.shard) | fsdp2 "
-                     "(torch fully_shard with the fused optimizer)")
+    engine: str = _f("auto", "sharding engine when several ranks train: auto (shardkit on CPU, fsdp2 on CUDA) | "
+                     "shardkit (shardkit.fsdp.shard) | fsdp2 (torch fully_shard with the fused optimizer)")
     device: str = _f("auto", "auto (cuda:LOCAL_RANK when CUDA is available, else cpu) | cpu | cuda | cuda:N")
     report_to: list[str] = _f(("jsonl",), "metric sinks besides the console: jsonl, tensorboard")
     disable_tqdm: bool = _f(False, "no progress bar")
@@ -77,8 +77,8 @@ class TrainingConfig:
         if self.optim not in ("adamw_fused", "adamw_torch", "sgd"):
             raise ValueError(f"{type(self).__name__}.optim must be adamw_fused, adamw_torch or sgd, got {self.optim!r}")
         check_device(self.device)
-        if self.engine not in ("shardkit", "fsdp2"):
-            raise ValueError(f"{type(self).__name__}.engine must be 'shardkit' or 'fsdp2', got {self.engine!r}")
+        if self.engine not in ("auto", "shardkit", "fsdp2"):
+            raise ValueError(f"{type(self).__name__}.engine must be 'auto', 'shardkit' or 'fsdp2', got {self.engine!r}")
         unknown = set(self.report_to) - {"jsonl", "tensorboard"}
         if unknown:
             raise ValueError(f"{type(self).__name__}.report_to: unknown sinks {sorted(unknown)}; use jsonl, tensorboard")

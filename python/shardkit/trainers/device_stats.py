@@ -30,7 +30,7 @@ def estimated_bytes(model: torch.nn.Module, args, world_size: int) -> int | None
                           precision="bf16" if args.bf16 else "fp32", sgd_momentum=False,
                           strategy="FULL_SHARD" if world_size > 1 else "NO_SHARD", world_size=world_size,
                           batch=args.per_device_train_batch_size, seq_len=args.max_length or 1024)
-    except (TypeError, ValueError):  # a model whose shape the estimator does not know
+    except (TypeError, ValueError, AttributeError, KeyError):  # a model whose shape the estimator does not know
         return None
     return result.total_bytes
 

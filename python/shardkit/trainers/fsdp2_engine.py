@@ -22,7 +22,24 @@ import os
 import torch
 import torch.distributed as dist
 
-ENGINES = ("shardkit", "fsdp2")
+ENGINES = ("auto", "shardkit", "fsdp2")
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """The engine that shards a model on ``device``: ``auto`` is ``shardkit`` on CPU and ``fsdp2`` on CUDA.
+
+    ``shardkit.fsdp.shard`` runs over ``shardkit.comm`` (host memory) and does
+    not take CUDA parameters yet, so on CUDA only FSDP2 can shard; asking for
+    ``shardkit`` there is refused with that reason.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"TrainingConfig.engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        return "fsdp2" if device.type == "cuda" else "shardkit"
+    if engine == "shardkit" and device.type == "cuda":
+        raise ValueError("TrainingConfig.engine='shardkit': shardkit.fsdp.shard() does not take CUDA parameters yet; "
+                         "use engine='fsdp2' (or 'auto') on GPUs, or device='cpu'")
+    return engine
 
 
 def is_fsdp2(model: torch.nn.Module) -> bool:

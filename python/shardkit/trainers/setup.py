@@ -68,17 +68,18 @@ def data_parallel_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def shard_for_data_parallel(model: torch.nn.Module, engine: str = "shardkit",
+def shard_for_data_parallel(model: torch.nn.Module, engine: str = "auto",
                             device: torch.device | None = None) -> torch.nn.Module:
     """FULL_SHARD ``model`` over all ranks, one unit per block: ``shardkit.fsdp.shard`` (joining
     ``shardkit.comm`` if needed) or, with ``engine="fsdp2"``, torch's ``fully_shard``."""
     from shardkit import comm, fsdp
     from shardkit.checkpointing.blocks import find_blocks
 
-    if engine == "fsdp2":
-        from shardkit.trainers.fsdp2_engine import shard_fsdp2
+    from shardkit.trainers import fsdp2_engine
 
-        return shard_fsdp2(model, device or torch.device("cpu"))
+    device = device or torch.device("cpu")
+    if fsdp2_engine.resolve_engine(engine, device) == "fsdp2":
+        return fsdp2_engine.shard_fsdp2(model, device)
 
     if not comm.is_initialized():
         comm.init()
