@@ -27,8 +27,11 @@ def document_ids(position_ids: torch.Tensor) -> torch.Tensor | None:
 
 
 def build_attention_mask(
-    attention_mask: torch.Tensor | None, position_ids: torch.Tensor, past: int, cache: KVCache | None
+    attention_mask: torch.Tensor | None, position_ids: torch.Tensor, past: int, cache: KVCache | None,
+    find_documents: bool = True,
 ) -> torch.Tensor | None:
+    """The mask (see the module doc); ``find_documents=False`` skips looking for packed documents in
+    ``position_ids`` (the caller made them 0..T-1: looking would cost a device sync per forward)."""
     b, t = position_ids.shape
     device = position_ids.device
     if attention_mask is not None:
@@ -39,7 +42,7 @@ def build_attention_mask(
             cache.record_padding(attention_mask[:, -t:].bool())
         elif bool(attention_mask.all()):
             attention_mask = None
-    docs = document_ids(position_ids) if cache is None else None
+    docs = document_ids(position_ids) if cache is None and find_documents else None
     if attention_mask is None and docs is None and (cache is None or cache.padding is None) and past == 0:
         return None
     total = past + t

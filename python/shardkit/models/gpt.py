@@ -208,11 +208,12 @@ class GPT(nn.Module):
         if past + t > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {past + t} exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
+        packed = position_ids is not None  # default positions hold one document per row: nothing to look for
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
         x = self.embed_tokens(input_ids)  # (B, T, H)
         cos, sin = self.rotary(position_ids, x.dtype)
-        mask = build_attention_mask(attention_mask, position_ids, past, cache)
+        mask = build_attention_mask(attention_mask, position_ids, past, cache, find_documents=packed)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, cache)
         if cache is not None:

@@ -27,15 +27,22 @@ from shardkit.speedrun.pipeline import STAGES, Speedrun
 
 
 def run(out: str | Path = "speedrun-out", *, preset: str = "tiny", config: str | Path | dict | None = None,
-        nproc: int | None = None, restart: bool = False) -> Path:
+        nproc: int | None = None, restart: bool = False, device: str = "auto") -> Path:
     """Run (or resume) a speedrun in ``out``; returns the path of ``report.md``.
 
     ``config`` is a TOML path or a ``{section: {key: value}}`` dict overriding
-    the preset; ``nproc`` defaults to the number of usable cores.
+    the preset; ``device`` is ``auto`` (CUDA when present), ``cpu`` or ``cuda``
+    (see ``speedrun.device``); ``nproc`` defaults to the GPU count on CUDA,
+    else to the number of usable cores.
     """
+    from shardkit.speedrun import device as devices
+
+    where, gpus = devices.this_machine(device)
+    nproc = nproc or devices.default_nproc(where, cuda_count=gpus, cores=default_nproc())
+    devices.check_nproc(where, nproc, gpus)
     overrides = load_toml(config) if isinstance(config, (str, Path)) else (config or {})
     settings = resolve(preset, overrides)
-    speedrun = Speedrun(out, settings, preset=preset, nproc=nproc or default_nproc(), restart=restart)
+    speedrun = Speedrun(out, settings, preset=preset, nproc=nproc, restart=restart, device=where)
     return speedrun.run()
 
 

@@ -100,6 +100,24 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         sft={"max_steps": 2000, "learning_rate": 7e-4},
         dpo={"max_steps": 300, "learning_rate": 1e-4},
     ),
+    # For one H100 (--device cuda), meant to take minutes: a 27M-parameter model computing in bf16. Sized by
+    # arithmetic, NOT measured: it has not run on a GPU yet (see benchmarks/RESULTS.md). Pretraining sees
+    # 1000 x 64 x 512 = 33M tokens; at 6 x 27M FLOPs per token that is 5e15 FLOPs, well under a minute even at
+    # 10% of an H100's bf16 peak; SFT and DPO rows are short. Evaluation runs in the launching process, on the CPU.
+    "gpu": _derive(
+        _TINY,
+        tokenizer={"vocab_size": 8192},
+        model={"hidden_size": 512, "intermediate_size": 1376, "num_layers": 8, "num_heads": 8, "num_kv_heads": 4,
+               "max_position_embeddings": 512},
+        data={"seq_len": 512},
+        arithmetic={"train_size": 19000, "dpo_pairs": 4000},
+        pretrain={"max_steps": 1000, "per_device_train_batch_size": 64, "learning_rate": 1e-3, "warmup_steps": 50,
+                  "logging_steps": 50, "compute_dtype": "bfloat16"},
+        sft={"max_steps": 1500, "per_device_train_batch_size": 64, "learning_rate": 5e-4, "logging_steps": 50,
+             "compute_dtype": "bfloat16"},
+        dpo={"max_steps": 300, "per_device_train_batch_size": 32, "learning_rate": 5e-5, "logging_steps": 20,
+             "compute_dtype": "bfloat16"},
+    ),
 }
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from shardkit.speedrun import lifetime
+from shardkit.speedrun.device import DEVICE_ENV
 
 # How long torchrun gets to stop its ranks (SIGTERM, then its own SIGKILL) before we kill it.
 STOP_TIMEOUT_S = 20.0
@@ -34,14 +35,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(stage: str, run_dir: Path, nproc: int) -> None:
-    """Run ``shardkit.speedrun.worker`` for ``stage`` on ``nproc`` ranks; raise if any rank fails."""
+def launch(stage: str, run_dir: Path, nproc: int, device: str = "cpu") -> None:
+    """Run ``shardkit.speedrun.worker`` for ``stage`` on ``nproc`` ranks on ``device`` (cpu or cuda);
+    raise if any rank fails."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
                "--master-addr=127.0.0.1", f"--master-port={free_port()}",
                "-m", "shardkit.speedrun.worker", "--stage", stage, "--run-dir", str(run_dir)]
     # torchrun's own warning about OMP_NUM_THREADS is noise here: the worker shares the cores out.
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           lifetime.LAUNCHER_PID_ENV: str(os.getpid())}
+           lifetime.LAUNCHER_PID_ENV: str(os.getpid()), DEVICE_ENV: device}
     proc = subprocess.Popen(command, env=env, preexec_fn=lifetime.parent_death_signal())
     try:
         code = proc.wait()

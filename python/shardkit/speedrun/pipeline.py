@@ -28,11 +28,12 @@ class Speedrun:
         restart: delete what ``run_dir`` holds first.
     """
 
-    def __init__(self, run_dir: str | Path, config: dict, *, preset: str, nproc: int, restart: bool = False) -> None:
+    def __init__(self, run_dir: str | Path, config: dict, *, preset: str, nproc: int, restart: bool = False,
+                 device: str = "cpu") -> None:
         if not isinstance(nproc, int) or nproc < 1:
             raise ValueError(f"nproc: expected a positive int, got {nproc!r}")
         self.run_dir = Path(run_dir).resolve()
-        self.config, self.preset, self.nproc = config, preset, nproc
+        self.config, self.preset, self.nproc, self.device = config, preset, nproc, device
         state_path = self.run_dir / "state.json"
         if restart and self.run_dir.exists():
             shutil.rmtree(self.run_dir)
@@ -44,6 +45,7 @@ class Speedrun:
         else:
             self.state = {"preset": preset, "config": config, "stages": {}}
         self.state["nproc"] = nproc
+        self.state["device"] = device
         self._save()
         self.train_problems, self.test_problems = arithmetic.split_problems(config["arithmetic"],
                                                                            config["run"]["seed"])
@@ -106,7 +108,7 @@ class Speedrun:
     def _train_and_evaluate(self, stage: str, started: float) -> None:
         from shardkit.speedrun.evaluate import evaluate_stage, load_model
 
-        launch(stage, self.run_dir, self.nproc)
+        launch(stage, self.run_dir, self.nproc, self.device)
         directory = files.stage_dir(self.run_dir, stage)
         training = files.read_json(directory / "result.json")
         model = load_model(directory / "model.safetensors", self.config, len(self.tokenizer))

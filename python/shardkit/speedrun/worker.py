@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from shardkit.speedrun import files, lifetime
+from shardkit.speedrun.device import DEVICE_ENV
 
 TRAINER_CLASSES = {"pretrain": "PretrainTrainer", "sft": "SFTTrainer", "dpo": "DPOTrainer"}
 PREVIOUS = {"sft": "pretrain", "dpo": "sft"}
@@ -62,7 +63,16 @@ def run_stage(stage: str, run_dir: Path) -> None:
     # torchrun leaves one thread per rank when there are several; share the cores out.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, cores // world))
-    if world > 1:
+    on_cuda = os.environ.get(DEVICE_ENV, "cpu") == "cuda"
+    if on_cuda:
+        # One rank per GPU; torch's process group (NCCL for the model, gloo for the loop's host metrics).
+        from shardkit.trainers import fsdp2_engine
+        from shardkit.trainers.device import select_device
+
+        device = select_device("cuda")
+        if world > 1:
+            fsdp2_engine.init_process_group()
+    elif world > 1:
         comm.init()
 
     directory = files.stage_dir(run_dir, stage)
@@ -77,10 +87,14 @@ def run_stage(stage: str, run_dir: Path) -> None:
     if config["run"]["precision"] == "bf16":
         model = model.to(torch.bfloat16)  # the fused AdamW keeps fp32 masters of these
     compute = getattr(torch, config[stage].get("compute_dtype", "float32"))
-    model = fsdp.shard(model, units=[Block], strategy="FULL_SHARD",
-                       mixed_precision=fsdp.MixedPrecision(param_dtype=compute, reduce_dtype=torch.float32))
+    if on_cuda:
+        model = _shard_on_cuda(model, device, compute, world)
+    else:
+        model = fsdp.shard(model, units=[Block], strategy="FULL_SHARD",
+                           mixed_precision=fsdp.MixedPrecision(param_dtype=compute, reduce_dtype=torch.float32))
 
     args = trainer_args(config, stage, str(directory))
+    args.device = "cuda" if on_cuda else "cpu"
     global_batch = args.per_device_train_batch_size * world
     train = _even(files.read_jsonl(directory / "train.jsonl"), global_batch)
     eval_path = directory / "eval.jsonl"
@@ -100,12 +114,55 @@ def run_stage(stage: str, run_dir: Path) -> None:
               "log_history": trainer.state.log_history, "resumed_from": resume.name if resume else None}
     if evaluation is not None:
         result["eval"] = trainer.evaluate()
+    result["device_stats"] = getattr(trainer, "device_stats", None)
+    if on_cuda:
+        _save_full_state_on_cuda(trainer.model, directory / "model.safetensors")
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        files.write_json(directory / "result.json", result)
+        return
     if stage == "pretrain":
         result["memory"] = memory_probe.measure(trainer, config, world)
     fsdp.save_full_state_dict(trainer.model, directory / "model.safetensors")
     if comm.is_initialized() and comm.get_group().rank != 0:
         return
     files.write_json(directory / "result.json", result)
+
+
+def _shard_on_cuda(model, device, compute, world: int):
+    """The model on this rank's GPU: FSDP2 (blocks, then the root) with ``compute`` as the gathered dtype and fp32
+    gradient reduction when several ranks train; as it is on one GPU (the trainer computes in its dtype)."""
+    model = model.to(device)
+    if world == 1:
+        return model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from shardkit.models.gpt import Block
+
+    mesh = init_device_mesh("cuda", (world,))
+    policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
+    for block in [m for m in model.modules() if isinstance(m, Block)]:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    return fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
+def _save_full_state_on_cuda(model, path: Path) -> None:
+    """The full weights gathered to the host; rank 0 writes them (what ``fsdp.save_full_state_dict`` does on CPU)."""
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from shardkit import atomic
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return
+    # Tied weights share storage, which safetensors refuses: keep one (the loader restores lm_head from it).
+    state = {k: v.contiguous() for k, v in state.items()}
+    if "lm_head.weight" in state and "embed_tokens.weight" in state and \
+            state["lm_head.weight"].data_ptr() == state["embed_tokens.weight"].data_ptr():
+        del state["lm_head.weight"]
+    atomic.write_atomic(str(path), lambda tmp: save_file(state, tmp))
 
 
 def main(argv: list[str] | None = None) -> int:

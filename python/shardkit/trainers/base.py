@@ -20,11 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from shardkit.data import load_records
 from shardkit.data.records import detect_kind
 from shardkit.trainers import checkpoint, data_parallel, ema
 from shardkit.trainers.config import TrainingConfig
+from shardkit.trainers.device import model_device, move_batch, select_device
+from shardkit.trainers.device_stats import (
+    Throughput,
+    estimated_bytes,
+    format_device_stats,
+)
 from shardkit.trainers.metrics import MetricBuffer
 from shardkit.trainers.metrics_log import MetricsLog
 from shardkit.trainers.setup import prepare_model_and_optimizer
@@ -175,7 +182,11 @@ class BaseTrainer:
         """Run to ``max_steps`` (or ``num_train_epochs``); returns the state with its ``log_history``."""
         args = self.args
         total = self.total_steps()
-        self.model, self.optimizer, self.lr_scheduler = prepare_model_and_optimizer(self.model, args, total)
+        self.device = select_device(args.device, self.model)
+        estimate = estimated_bytes(self.model, args, data_parallel.data_parallel_world())  # of the unsharded model
+        self.model, self.optimizer, self.lr_scheduler = prepare_model_and_optimizer(self.model, args, total,
+                                                                                   device=self.device)
+        self.device = model_device(self.model) or self.device  # a model sharded by the caller stays where it is
         self.after_model_prepared()
         self.ema = ema.EMA.for_trainer(self)  # args.ema_decay: see shardkit.trainers.ema
         if resume_from_checkpoint is not None:
@@ -187,29 +198,32 @@ class BaseTrainer:
                          history=self.state.log_history)
         params = [p for p in self.model.parameters() if p.requires_grad]
         ga = args.gradient_accumulation_steps
-        losses_since_log: list[float] = []
+        world = data_parallel.data_parallel_world() if data_parallel.is_sharded(self.model) else 1
+        # The step loop never waits for the device: losses, metrics and the grad norm stay device tensors
+        # until a log (or checkpoint) reads them all at once (``_flush_steps``).
+        self._pending_steps: list[tuple[torch.Tensor, int]] = []  # (this rank's step loss, its tokens)
+        self._flushed_losses: list[float] = []
+        throughput = Throughput(self.device, estimate)
+        grad_norm = None
         try:
             while self.state.global_step < total:
                 step_started = time.perf_counter()
                 step = self.state.global_step
-                batches = [self.micro_batch(step * ga + i) for i in range(ga)]
+                batches = [self.micro_batch(step * ga + i) for i in range(ga)]  # host tensors
                 num_items = self.count_items(batches) if self.token_level_loss else None
                 if num_items is not None:
                     # Normalise by the tokens of all ranks; undo the gradient average over ranks.
                     num_items = int(data_parallel.sum_over_ranks(num_items, self.model))
-                world = data_parallel.data_parallel_world() if data_parallel.is_sharded(self.model) else 1
-                # [loss, tokens] of this rank, summed over the ranks in one all-reduce.
-                totals = torch.zeros(2, dtype=torch.float64)
+                step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+                tokens = 0
                 for batch in batches:
-                    loss = self.compute_loss(self.model, batch, num_items)
+                    tokens += self.count_tokens(batch)  # counted on the host copy: no device sync
+                    loss = self.compute_loss(self.model, self.to_device(batch), num_items)
                     self._metrics.end_micro_batch()
                     loss = loss / len(batches) if num_items is None else loss * world
                     loss.backward()
-                    totals[0] += float(loss.detach())
-                    totals[1] += self.count_tokens(batch)
-                data_parallel.all_reduce_sum_(totals, self.model)
-                step_loss = float(totals[0]) / world
-                self.state.num_tokens += int(totals[1])  # global, as TRL counts it
+                    step_loss += loss.detach()
+                self._pending_steps.append((step_loss, tokens))
                 # The norm is taken before clipping, as transformers logs it.
                 grad_norm = data_parallel.clip_and_norm(self.model, params, args.max_grad_norm)
                 lr = self.lr_scheduler.get_last_lr()[0]
@@ -220,14 +234,14 @@ class BaseTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.state.global_step += 1
                 self.state.train_seconds += time.perf_counter() - step_started
-                losses_since_log.append(step_loss)
+                throughput.add(tokens)
                 done = self.state.global_step
                 if done % args.logging_steps == 0 or done == total:
-                    entry = {"loss": sum(losses_since_log) / len(losses_since_log), "grad_norm": grad_norm,
+                    losses = self._flush_steps(world)
+                    entry = {"loss": sum(losses) / len(losses), "grad_norm": float(grad_norm),
                              "learning_rate": lr, **self._pop_metrics(),
                              "num_tokens": self.state.num_tokens,
                              "epoch": done * ga / self.batches_per_epoch, "step": done}
-                    losses_since_log.clear()
                     self.state.log_history.append(entry)
                     log.write(entry)
                 if args.eval_steps and done % args.eval_steps == 0 and self.eval_examples:
@@ -235,14 +249,41 @@ class BaseTrainer:
                     self.state.log_history.append(entry)
                     log.write(entry)
                 if args.save_steps and done % args.save_steps == 0 and done != total:
+                    self._flushed_losses += self._flush_steps(world)  # num_tokens must be exact in a checkpoint
                     checkpoint.save(self)
                 log.advance()
+            self._flush_steps(world)
             checkpoint.save(self)
             if self.ema is not None:
                 self.ema.save_model(os.path.join(args.output_dir, "model_ema.safetensors"))
+            # Every rank prints its own line (throughput and peak memory differ per rank).
+            self.device_stats = throughput.summary(data_parallel.rank())
+            if not args.disable_tqdm:
+                tqdm.write(format_device_stats(self.device_stats))
         finally:
             log.close()
         return self.state
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch`` on the trainer's device (``non_blocking``, from pinned memory for CUDA; see ``trainers.device``)."""
+        return move_batch(batch, getattr(self, "device", None) or model_device(self.model) or "cpu")
+
+    def _flush_steps(self, world: int) -> list[float]:
+        """The global losses of the steps since the last log; adds their global tokens to ``num_tokens``.
+
+        One device-to-host copy and one all-reduce for all of those steps.
+        """
+        pending, self._pending_steps = self._pending_steps, []
+        if not pending:
+            losses, self._flushed_losses = self._flushed_losses, []
+            return losses
+        losses = torch.stack([loss for loss, _ in pending]).cpu()
+        totals = torch.stack([losses, torch.tensor([float(t) for _, t in pending], dtype=torch.float64)], dim=1)
+        data_parallel.all_reduce_sum_(totals, self.model)  # (steps, [loss, tokens]) summed over the ranks
+        self.state.num_tokens += int(totals[:, 1].sum())  # global, as TRL counts it
+        out = self._flushed_losses + (totals[:, 0] / world).tolist()
+        self._flushed_losses = []
+        return out
 
     def _pop_metrics(self, prefix: str = "") -> dict[str, float]:
         """Global means of the metrics recorded since the last log (a collective when sharded)."""
@@ -272,7 +313,7 @@ class BaseTrainer:
             rows = data_parallel.rank_rows(start, min(n, start + bs), self.model)
             batch = self.collate([self.eval_examples[i] for i in rows])
             items = self.count_items([batch]) if self.token_level_loss else None
-            loss = float(self.compute_loss(self.model, batch, items))
+            loss = self.compute_loss(self.model, self.to_device(batch), items).detach().double()
             # Token-level losses are means over tokens, the others over examples: weight the rank's mean by them.
             weight = items if self.token_level_loss else len(rows)
             self.record("loss", loss * weight, weight)

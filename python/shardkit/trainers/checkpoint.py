@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from shardkit import atomic
-from shardkit.trainers import data_parallel
+from shardkit.trainers import data_parallel, fsdp2_engine
 
 _PATTERN = "checkpoint-*"
 
@@ -78,6 +78,29 @@ def _save_sharded(trainer, final: str) -> str:
                                         write_extra=lambda tmp: _write_trainer_files(trainer, tmp, rng))
 
 
+def _save_fsdp2(trainer, final: str) -> str:
+    """The full state gathered from the FSDP2 ranks; rank 0 writes the directory, the others wait for it."""
+    import torch.distributed as dist
+
+    rng = _rng_states(trainer)  # a collective, like the gathers below
+    rank0 = dist.get_rank() == 0
+    tmp = None
+    if rank0:
+        atomic.sweep(os.path.dirname(final), _PATTERN)
+        tmp = atomic.staging_dir(final)
+    try:
+        fsdp2_engine.save(trainer, tmp)
+        if rank0:
+            _write_trainer_files(trainer, tmp, rng)
+            atomic.replace_dir(tmp, final)
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    dist.barrier()  # no rank reads the checkpoint (or the next step's files) before it is in place
+    return final
+
+
 def save(trainer) -> str:
     """Write a checkpoint of ``trainer`` at its current step; returns its directory."""
     args = trainer.args
@@ -85,6 +108,8 @@ def save(trainer) -> str:
     final = os.path.join(args.output_dir, f"checkpoint-{trainer.state.global_step}")
     if hasattr(trainer.model, "_shardkit_fsdp"):
         return _save_sharded(trainer, final)
+    if fsdp2_engine.is_fsdp2(trainer.model):
+        return _save_fsdp2(trainer, final)
     atomic.sweep(args.output_dir, _PATTERN)  # what crashed saves left
     rng = _rng_states(trainer)
     tmp = atomic.staging_dir(final)
@@ -140,6 +165,8 @@ def load(trainer, path: str) -> None:
         from shardkit import fsdp
 
         fsdp.load_sharded_checkpoint(trainer.model, trainer.optimizer, path)
+    elif fsdp2_engine.is_fsdp2(trainer.model):
+        fsdp2_engine.load(trainer, path)
     else:
         missing, unexpected = load_model(trainer.model, os.path.join(path, "model.safetensors"), strict=False)
         if missing or unexpected:

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from shardkit.trainers.device import check_device
+
 
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
@@ -45,6 +47,9 @@ class TrainingConfig:
     seed: int = _f(42, "seed of the data order and of torch's RNG")
     shuffle: bool = _f(True, "shuffle the training data each epoch (seeded); False keeps dataset order")
     bf16: bool = _f(False, "cast the model to bfloat16 (the fused optimizer keeps fp32 master weights)")
+    engine: str = _f("auto", "sharding engine when several ranks train: auto (shardkit on CPU, fsdp2 on CUDA) | "
+                     "shardkit (shardkit.fsdp.shard) | fsdp2 (torch fully_shard with the fused optimizer)")
+    device: str = _f("auto", "auto (cuda:LOCAL_RANK when CUDA is available, else cpu) | cpu | cuda | cuda:N")
     report_to: list[str] = _f(("jsonl",), "metric sinks besides the console: jsonl, tensorboard")
     disable_tqdm: bool = _f(False, "no progress bar")
     ema_decay: float | None = _f(None, "keep an EMA of the weights with this decay (e.g. 0.999): evaluate() uses it, "
@@ -75,6 +80,9 @@ class TrainingConfig:
             raise ValueError(f"{type(self).__name__}.optim must be adamw_fused, adamw_torch or sgd, got {self.optim!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"{type(self).__name__}.ema_decay must be in [0, 1) or None, got {self.ema_decay!r}")
+        check_device(self.device)
+        if self.engine not in ("auto", "shardkit", "fsdp2"):
+            raise ValueError(f"{type(self).__name__}.engine must be 'auto', 'shardkit' or 'fsdp2', got {self.engine!r}")
         unknown = set(self.report_to) - {"jsonl", "tensorboard"}
         if unknown:
             raise ValueError(f"{type(self).__name__}.report_to: unknown sinks {sorted(unknown)}; use jsonl, tensorboard")

@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from shardkit.trainers import fsdp2_engine
 from shardkit.trainers.setup import data_parallel_world
 
 
@@ -29,21 +30,33 @@ def rank() -> int:
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model`` is sharded over ranks (``shard()`` with a group; one process sharding alone is not)."""
+    if fsdp2_engine.is_fsdp2(model):
+        return True
     state = getattr(model, "_shardkit_fsdp", None)
     return state is not None and state.group is not None
 
 
 def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
-    """Sum ``values`` (float64, contiguous) over the ranks in place; untouched when the model is not sharded."""
+    """Sum ``values`` (float64, contiguous) over the ranks in place; untouched when the model is not sharded.
+
+    ``shardkit.comm`` reduces host tensors: a device tensor goes through a host copy (a sync, only when sharded).
+    """
+    if fsdp2_engine.is_fsdp2(model):
+        return fsdp2_engine.all_reduce_sum_(values, model)
     if is_sharded(model):
         from shardkit import comm
 
-        comm.all_reduce(values, "sum", group=model._shardkit_fsdp.group)
+        host = values if values.device.type == "cpu" else values.cpu()
+        comm.all_reduce(host, "sum", group=model._shardkit_fsdp.group)
+        if host is not values:
+            values.copy_(host)
     return values
 
 
 def sum_over_ranks(value: float, model: torch.nn.Module) -> float:
     """``value`` summed over the ranks (itself when the model is not sharded)."""
+    if not is_sharded(model):
+        return float(value)
     return float(all_reduce_sum_(torch.tensor([float(value)], dtype=torch.float64), model))
 
 
@@ -62,20 +75,22 @@ def rank_rows(start: int, stop: int, model: torch.nn.Module) -> range:
     return range(start + r * n // world, start + (r + 1) * n // world)
 
 
-def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: float | None) -> float:
-    """The global gradient norm before clipping; clips to ``max_norm`` when it is > 0.
+def clip_and_norm(model: torch.nn.Module, params: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """The global gradient norm before clipping (a 0-d tensor, left on the device); clips to ``max_norm`` when > 0.
 
     ``max_norm`` None or 0 disables clipping; the norm is still computed, so
     ``grad_norm`` is logged whether or not clipping is on.
     """
     clip = max_norm is not None and max_norm > 0
+    if fsdp2_engine.is_fsdp2(model):
+        return fsdp2_engine.clip_and_norm(params, max_norm)
     if is_sharded(model):
         from shardkit import fsdp
 
-        return float(fsdp.clip_grad_norm_(model, max_norm if clip else float("inf")))
+        return fsdp.clip_grad_norm_(model, max_norm if clip else float("inf"))
     if clip:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 __all__ = ["rank", "data_parallel_world", "is_sharded", "all_reduce_sum_", "sum_over_ranks", "rank_rows",

@@ -72,9 +72,8 @@ class KTOTrainer(PreferenceTrainer):
 
     @staticmethod
     def _seq_logps(model, batch, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        inputs = {"input_ids": batch[f"{prefix}input_ids"], "attention_mask": batch[f"{prefix}attention_mask"]}
-        labels = inputs["input_ids"].masked_fill(batch[f"{prefix}completion_mask"] == 0, -100)
-        logits = forward_logits(model, inputs)
+        labels = batch[f"{prefix}input_ids"].masked_fill(batch[f"{prefix}completion_mask"] == 0, -100)
+        logits = forward_logits(model, batch, prefix)
         logps, mask, logsm = token_logps(logits, labels)
         return logps.sum(-1), mask, logsm, logits
 
@@ -92,35 +91,37 @@ class KTOTrainer(PreferenceTrainer):
             ref_logps, ref_kl_logps = batch["ref_logps"], batch["ref_KL_logps"]
         else:
             ref_logps, ref_kl_logps = self.reference_values(self.ref_model, batch)
-        # z0 over the global micro-batch: this rank's sum and count, summed over the ranks.
-        kl_sum = torch.tensor([float((kl_logps - ref_kl_logps).sum()), len(kl_logps)], dtype=torch.float64)
+        # z0 over the global micro-batch: this rank's sum and count, summed over the ranks. It stays a device
+        # tensor (no host sync) unless the ranks must add theirs up.
+        kl_sum = torch.stack([(kl_logps - ref_kl_logps).sum().double(), kl_logps.new_tensor(len(kl_logps)).double()])
         data_parallel.all_reduce_sum_(kl_sum, model)
-        kl = torch.tensor(float(kl_sum[0] / kl_sum[1]), dtype=kl_logps.dtype).clamp(min=0)
+        kl = (kl_sum[0] / kl_sum[1]).to(kl_logps.dtype).clamp(min=0)
         label = batch["label"]
-        chosen_ratio = logps[label] - ref_logps[label]
-        rejected_ratio = logps[~label] - ref_logps[~label]
-        loss = kto_losses(chosen_ratio, rejected_ratio, kl, args.beta, args.desirable_weight,
-                          args.undesirable_weight).nanmean()
-        self._record_metrics(batch, logits, mask, logsm, logps, label, chosen_ratio, rejected_ratio, kl)
+        ratio = logps - ref_logps  # (B,)
+        # kto_losses per example, selected by label with masks rather than boolean indexing (a host sync).
+        chosen, rejected = kto_losses(ratio, ratio, kl, args.beta, args.desirable_weight,
+                                      args.undesirable_weight).chunk(2)
+        loss = torch.where(label, chosen, rejected).nanmean()
+        self._record_metrics(batch, logits, mask, logsm, logps, label, ratio, kl)
         return loss
 
     @torch.no_grad()
-    def _record_metrics(self, batch, logits, mask, logsm, logps, label, chosen_ratio, rejected_ratio, kl):
+    def _record_metrics(self, batch, logits, mask, logsm, logps, label, ratio, kl):
         """TRL's metrics as (sum, count) of this rank's rows; a side with no rows in the global
-        micro-batch is left out of the mean, as TRL does."""
+        micro-batch is left out of the mean, as TRL does. Device tensors throughout: no host sync."""
         beta = self.args.beta
-        self.record("kl", float(kl))
+        self.record("kl", kl)
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
         entropy, _ = entropy_and_top1(logsm, labels)
-        self.record("entropy", float((entropy * mask).sum()), int(mask.sum()), if_empty=0.0)
+        self.record("entropy", (entropy * mask).sum(), mask.sum(), if_empty=0.0)
         mean_logits = logits[:, :-1].float().mean(-1)  # (B, T-1)
-        for name, rows in (("chosen", label), ("rejected", ~label)):
-            self.record(f"logits/{name}", float(mean_logits[rows][mask[rows]].sum()), int(mask[rows].sum()))
-        n_chosen, n_rejected = int(label.sum()), int((~label).sum())
-        self.record("rewards/chosen", float((beta * chosen_ratio).nansum()), n_chosen)
-        self.record("logps/chosen", float(logps[label].nansum()), n_chosen)
-        self.record("rewards/rejected", float((beta * rejected_ratio).nansum()), n_rejected)
-        self.record("logps/rejected", float(logps[~label].nansum()), n_rejected)
+        sides = (("chosen", label), ("rejected", ~label))
+        for name, rows in sides:
+            rows_mask = mask & rows[:, None]  # (B, T-1)
+            self.record(f"logits/{name}", (mean_logits * rows_mask).sum(), rows_mask.sum())
+        for name, rows in sides:
+            self.record(f"rewards/{name}", torch.where(rows, beta * ratio, 0.0).nansum(), rows.sum())
+            self.record(f"logps/{name}", torch.where(rows, logps, 0.0).nansum(), rows.sum())
 
     def derive_metrics(self, values):
         if "rewards/chosen" in values and "rewards/rejected" in values:

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import torch
 
+from shardkit.trainers.device import is_right_padded, mask_is_right_padded
 
-def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits (B, T, V) of ``model`` on the model inputs of ``batch``.
+
+def forward_logits(model, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
+    """Logits (B, T, V) of ``model`` on the model inputs ``{prefix}input_ids`` (and mask) of ``batch``.
 
     A padding-free (packed) batch carries ``position_ids`` and no attention
     mask; both our GPT and HF models then keep attention inside each document.
     """
-    kwargs = {"input_ids": batch["input_ids"]}
-    mask = batch.get("attention_mask")
+    kwargs = {"input_ids": batch[f"{prefix}input_ids"]}
+    mask = batch.get(f"{prefix}attention_mask")
     # Right padding needs no mask under causal attention: a real token only sees earlier positions, which are
     # all real. Dropping it lets SDPA take its is_causal path instead of a materialised (B, 1, T, T) mask.
-    if mask is not None and not is_right_padded(mask):
+    # A batch from ``move_batch`` knows this from its host copy: no device sync.
+    if mask is not None and not mask_is_right_padded(batch, f"{prefix}attention_mask"):
         kwargs["attention_mask"] = mask
-    if "position_ids" in batch:
-        kwargs["position_ids"] = batch["position_ids"]
+    if f"{prefix}position_ids" in batch:
+        kwargs["position_ids"] = batch[f"{prefix}position_ids"]
     return model(**kwargs, use_cache=False).logits
 
 
-def is_right_padded(mask: torch.Tensor) -> bool:
-    """True when every row of ``mask`` (B, T) is ones followed by zeros."""
-    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+__all__ = ["entropy_and_top1", "forward_logits", "is_right_padded", "token_logps"]
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

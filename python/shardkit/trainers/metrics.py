@@ -11,6 +11,10 @@ single-process run on the same global batches.
 
 Every rank must record the same names in the same micro-batches (a count of
 0 where it has nothing), since the pairs are reduced position by position.
+
+Totals and counts may be device tensors: they stay on the device (as float64)
+until ``pop``, which copies all of them to the host at once, so recording a
+metric never waits for the device.
 """
 
 from __future__ import annotations
@@ -26,18 +30,18 @@ class MetricBuffer:
     """The metrics of the micro-batches since the last log."""
 
     def __init__(self) -> None:
-        self.batches: list[dict[str, tuple[float, float]]] = []
-        self.current: dict[str, tuple[float, float]] = {}
+        self.batches: list[dict[str, tuple]] = []
+        self.current: dict[str, tuple] = {}
         self.if_empty: dict[str, float] = {}
 
-    def add(self, name: str, total: float, count: float = 1.0, if_empty: float | None = None) -> None:
-        """Add ``total`` over ``count`` items to ``name`` in the current micro-batch.
+    def add(self, name: str, total, count=1.0, if_empty: float | None = None) -> None:
+        """Add ``total`` over ``count`` items (numbers or 0-d tensors) to ``name`` in the current micro-batch.
 
         A micro-batch whose global count is 0 logs ``if_empty``, or is left
         out of the mean when it is None.
         """
         s, c = self.current.get(name, (0.0, 0.0))
-        self.current[name] = (s + float(total), c + float(count))
+        self.current[name] = (s + _float64(total), c + _float64(count))
         if if_empty is not None:
             self.if_empty[name] = if_empty
 
@@ -60,7 +64,8 @@ class MetricBuffer:
         if not batches or not names:
             return {}
         # (micro-batches, names, 2): one all-reduce for everything since the last log.
-        pairs = torch.tensor([[b.get(k, (0.0, 0.0)) for k in names] for b in batches], dtype=torch.float64)
+        flat = [v for b in batches for k in names for v in b.get(k, (0.0, 0.0))]
+        pairs = host_float64(flat).reshape(len(batches), len(names), 2)
         reduce(pairs)
         per_batch = []
         for row in pairs.tolist():
@@ -80,3 +85,22 @@ class MetricBuffer:
             if seen:
                 out[prefix + name] = sum(seen) / len(seen)
         return out
+
+
+def _float64(value):
+    """A float, or a detached float64 tensor on the value's own device (no host sync)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().reshape(()).to(torch.float64)
+    return float(value)
+
+
+def host_float64(values: list) -> torch.Tensor:
+    """``values`` (floats and 0-d tensors on any devices) as one float64 host tensor: one copy per device."""
+    out = torch.tensor([0.0 if isinstance(v, torch.Tensor) else float(v) for v in values], dtype=torch.float64)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor):
+            by_device.setdefault(v.device, []).append(i)
+    for idx in by_device.values():
+        out[idx] = torch.stack([values[i].reshape(()).to(torch.float64) for i in idx]).cpu()
+    return out

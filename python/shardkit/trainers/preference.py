@@ -17,6 +17,7 @@ import torch
 
 from shardkit.trainers import data_parallel
 from shardkit.trainers.base import BaseTrainer
+from shardkit.trainers.device import place_model
 from shardkit.trainers.setup import reference_model, shard_for_data_parallel
 
 
@@ -37,8 +38,10 @@ class PreferenceTrainer(BaseTrainer):
         raise NotImplementedError
 
     def after_model_prepared(self) -> None:
+        if self.ref_model is not None:
+            self.ref_model = place_model(self.ref_model, self.device)  # the policy's device
         if self.ref_model is not None and data_parallel.data_parallel_world() > 1:
-            self.ref_model = shard_for_data_parallel(self.ref_model)
+            self.ref_model = shard_for_data_parallel(self.ref_model, self.args.engine, self.device)
 
     def before_train(self) -> None:
         if self.args.precompute_ref_log_probs:
@@ -63,8 +66,8 @@ class PreferenceTrainer(BaseTrainer):
         counts = torch.zeros(n, 1, dtype=torch.float64)  # ranks that computed each row
         for start in range(0, n, bs):
             rows = data_parallel.rank_rows(start, min(n, start + bs), ref)
-            out = self.reference_values(ref, self.collate([examples[i] for i in rows]))
-            values[rows.start:rows.stop] += torch.stack(out, dim=-1).double()
+            out = self.reference_values(ref, self.to_device(self.collate([examples[i] for i in rows])))
+            values[rows.start:rows.stop] += torch.stack(out, dim=-1).double().cpu()
             counts[rows.start:rows.stop] += 1
         data_parallel.all_reduce_sum_(values, ref)
         data_parallel.all_reduce_sum_(counts, ref)

@@ -17,6 +17,7 @@ import os
 import torch
 
 from shardkit.trainers.config import TrainingConfig
+from shardkit.trainers.device import place_model
 
 
 def build_optimizer(params: list[torch.nn.Parameter], args: TrainingConfig) -> torch.optim.Optimizer:
@@ -67,10 +68,18 @@ def data_parallel_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def shard_for_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
-    """FULL_SHARD ``model`` over all ranks (joining ``shardkit.comm`` if needed), one unit per block."""
+def shard_for_data_parallel(model: torch.nn.Module, engine: str = "auto",
+                            device: torch.device | None = None) -> torch.nn.Module:
+    """FULL_SHARD ``model`` over all ranks, one unit per block: ``shardkit.fsdp.shard`` (joining
+    ``shardkit.comm`` if needed) or, with ``engine="fsdp2"``, torch's ``fully_shard``."""
     from shardkit import comm, fsdp
     from shardkit.checkpointing.blocks import find_blocks
+
+    from shardkit.trainers import fsdp2_engine
+
+    device = device or torch.device("cpu")
+    if fsdp2_engine.resolve_engine(engine, device) == "fsdp2":
+        return fsdp2_engine.shard_fsdp2(model, device)
 
     if not comm.is_initialized():
         comm.init()
@@ -82,21 +91,24 @@ def shard_for_data_parallel(model: torch.nn.Module) -> torch.nn.Module:
     return fsdp.shard(model, units=units, strategy="FULL_SHARD")
 
 
-def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, total_steps: int):
-    """(model, optimizer, scheduler) ready to train; sharded over the ranks when there are several.
+def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, total_steps: int,
+                                device: torch.device | None = None):
+    """(model, optimizer, scheduler) ready to train; on ``device`` and sharded over the ranks when there are several.
 
     A model already returned by ``shardkit.fsdp.shard()`` (your own units,
-    strategy or mixed-precision policy) is used as it is.
+    strategy or mixed-precision policy) is used as it is, where it is.
     """
     if hasattr(model, "_shardkit_fsdp"):
         if args.bf16:
             raise ValueError("args.bf16: the model is already sharded; cast it to bfloat16 before shard(), "
                              "or choose the compute dtype with shard(mixed_precision=...)")
     else:
+        if device is not None:
+            model = place_model(model, device)
         if args.bf16:
             model = model.to(torch.bfloat16)
         if data_parallel_world() > 1:
-            model = shard_for_data_parallel(model)
+            model = shard_for_data_parallel(model, args.engine, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, args)

@@ -65,9 +65,9 @@ class SFTTrainer(BaseTrainer):
         count = int(mask.sum()) if num_items is None else num_items
         loss = -logps.sum() / max(count, 1)
         entropy, top1 = entropy_and_top1(logsm, batch["labels"])
-        valid = int(mask.sum())
-        self.record("entropy", float((entropy * mask).sum()), valid, if_empty=0.0)
-        self.record("mean_token_accuracy", float((top1 & mask).sum()), valid, if_empty=0.0)
+        valid = mask.sum()  # metrics stay device tensors: no host sync per micro-batch
+        self.record("entropy", (entropy * mask).sum(), valid, if_empty=0.0)
+        self.record("mean_token_accuracy", (top1 & mask).sum(), valid, if_empty=0.0)
         return loss
 
 
