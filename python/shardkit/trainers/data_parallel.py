@@ -29,16 +29,17 @@ def rank() -> int:
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model`` is sharded over ranks (``shard()`` with a group; one process sharding alone is not)."""
-    state = getattr(model, "_shardkit_fsdp", None)
-    return state is not None and state.group is not None
+    from shardkit import fsdp
+
+    return fsdp.is_sharded(model) and fsdp.get_state(model).group is not None
 
 
 def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
     """Sum ``values`` (float64, contiguous) over the ranks in place; untouched when the model is not sharded."""
     if is_sharded(model):
-        from shardkit import comm
+        from shardkit import comm, fsdp
 
-        comm.all_reduce(values, "sum", group=model._shardkit_fsdp.group)
+        comm.all_reduce(values, "sum", group=fsdp.get_state(model).group)
     return values
 
 
