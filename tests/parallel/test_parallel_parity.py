@@ -36,6 +36,7 @@ def test_world2_tp_and_pipeline_schedules_match_one_process():
         {"pp": 2, "pp_schedule": "1f1b", "microbatches": 2},
         {"pp": 2, "pp_schedule": "gpipe", "microbatches": 2},
         {"pp": 2, "pp_schedule": "interleaved_1f1b", "microbatches": 2},
+        {"pp": 2, "pp_schedule": "zero_bubble", "microbatches": 2},
     ]
     _check(spawn(pc.run_plans, 2, args=(plans, 4), timeout=180), plans, 4)
 

@@ -108,7 +108,12 @@ class ParallelModel:
 
     # ---- the step ------------------------------------------------------------------
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Sum of next-token losses of (a micro-batch of) the batch / the batch's token count."""
+        """Sum of next-token losses of (a micro-batch of) the batch / the token count of all replicas' batches.
+
+        Times ``dp``: the sharding step averages gradients over the replicas,
+        which this undoes, so the gradient is that of the global token mean
+        however unevenly padding spreads the tokens over replicas.
+        """
         targets = torch.cat(
             [labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1
         )  # (B, T)
@@ -129,15 +134,27 @@ class ParallelModel:
         )
         if hasattr(loss, "to_local"):
             loss = loss.to_local()  # Replicate: every TP rank holds the value
-        return loss / self._tokens
+        return loss * (self.plan.dp / self._tokens)
 
     def forward_backward(
         self, input_ids: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Forward and backward of one batch (this replica's rows); returns the global mean loss (detached)."""
+        """Forward and backward of one batch (this replica's rows); returns the global mean token loss (detached).
+
+        Collective over the whole mesh. The loss is the mean over the tokens of
+        all replicas' rows (labels -100 ignored), as one process computes it on
+        the concatenated batch.
+        """
         labels = input_ids if labels is None else labels
-        self._tokens = (labels[:, 1:] != -100).sum().clamp_min(1).to(torch.float32)
         plan = self.plan
+        tokens = (labels[:, 1:] != -100).sum().reshape(1).to(torch.float32)
+        if (
+            plan.dp > 1
+        ):  # the token count of every replica's rows: the global mean's denominator
+            for axis in ("dp_replicate", "dp_shard"):
+                if getattr(plan, axis) > 1:
+                    dist.all_reduce(tokens, group=self.group(axis))
+        self._tokens = tokens[0].clamp_min(1)
         ctx = contextlib.nullcontext()
         if plan.tp > 1 and plan.loss_parallel:
             from torch.distributed.tensor.parallel import loss_parallel

@@ -173,6 +173,10 @@ class BaseTrainer:
     def train(self, resume_from_checkpoint: str | None = None) -> TrainerState:
         """Run to ``max_steps`` (or ``num_train_epochs``); returns the state with its ``log_history``."""
         args = self.args
+        if args.parallel is not None:  # TP / PP / 4-D: the plan's own loop (trainers/plan_loop.py)
+            from shardkit.trainers.plan_loop import train_with_plan
+
+            return train_with_plan(self, resume_from_checkpoint)
         total = self.total_steps()
         self.model, self.optimizer, self.lr_scheduler = prepare_model_and_optimizer(self.model, args, total)
         self.after_model_prepared()

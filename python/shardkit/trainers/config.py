@@ -47,6 +47,8 @@ class TrainingConfig:
     bf16: bool = _f(False, "cast the model to bfloat16 (the fused optimizer keeps fp32 master weights)")
     report_to: list[str] = _f(("jsonl",), "metric sinks besides the console: jsonl, tensorboard")
     disable_tqdm: bool = _f(False, "no progress bar")
+    parallel: dict | None = _f(None, "a [parallel] table of shardkit.parallel.ParallelPlan fields (tp, pp, ...); "
+                                     "None = data parallelism over all ranks")
 
     def __post_init__(self) -> None:
         self.report_to = list(self.report_to)
@@ -71,6 +73,12 @@ class TrainingConfig:
                              f"linear or cosine, got {self.lr_scheduler_type!r}")
         if self.optim not in ("adamw_fused", "adamw_torch", "sgd"):
             raise ValueError(f"{type(self).__name__}.optim must be adamw_fused, adamw_torch or sgd, got {self.optim!r}")
+        if self.parallel is not None:
+            from shardkit.parallel import ParallelPlan
+
+            if isinstance(self.parallel, ParallelPlan):
+                self.parallel = dataclasses.asdict(self.parallel)
+            ParallelPlan.from_dict(self.parallel)  # ValueError naming the field, now rather than in train()
         unknown = set(self.report_to) - {"jsonl", "tensorboard"}
         if unknown:
             raise ValueError(f"{type(self).__name__}.report_to: unknown sinks {sorted(unknown)}; use jsonl, tensorboard")
