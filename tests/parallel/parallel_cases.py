@@ -147,6 +147,11 @@ def run_plans(rank, world_size, plans, num_layers):
     return [parallel_run(ParallelPlan(**kw), num_layers)[:2] for kw in plans]
 
 
+def world2_cases(rank, world_size, plans, num_layers):
+    """The world-2 plans and the HF Llama plan in one spawn (process start-up is most of a small test's time)."""
+    return run_plans(rank, world_size, plans, num_layers), hf_llama_tp(rank, world_size)
+
+
 def sp_norm_drift(rank, world_size):
     """tp=2 with sequence parallelism and local-shard updates, with and without the gradient reduction."""
     from shardkit.parallel import ParallelPlan
@@ -175,3 +180,59 @@ def save_tp_checkpoint(rank, world_size, path):
 
 def env_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def hf_llama_tp(rank, world_size):
+    """Per SP setting: max logit difference and gradient norms of a tiny HF Llama under ``llama_tp_plan``
+    (tp = world) and unparallelised."""
+    return [_hf_llama_tp(world_size, sp) for sp in (False, True)]
+
+
+def _hf_llama_tp(world_size, sequence_parallel):
+    import copy
+
+    from shardkit.parallel import llama_tp_plan
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor.parallel import parallelize_module
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=SEQ,
+        attn_implementation="sdpa",
+    )
+    ref = LlamaForCausalLM(config)
+    model = copy.deepcopy(ref)
+    mesh = init_device_mesh("cpu", (world_size,), mesh_dim_names=("tp",))
+    # Explicit position_ids: under SP the model sees T / tp embeddings and would count positions from them.
+    plan = llama_tp_plan(
+        sequence_parallel=sequence_parallel, loss_parallel=False, num_layers=2
+    )
+    parallelize_module(model, mesh, plan)
+    ids = batch(0)
+    pos = torch.arange(SEQ)[None].expand(BATCH, SEQ)
+    got = model(input_ids=ids, position_ids=pos).logits  # (B, T, V), replicated
+    want = ref(input_ids=ids).logits
+    got.float().logsumexp(-1).sum().backward()
+    want.float().logsumexp(-1).sum().backward()
+    norm = lambda ps: float(
+        sum(
+            (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad)
+            .pow(2)
+            .sum()
+            for p in ps
+        )
+        ** 0.5
+    )
+    return (
+        float((got - want).abs().max().detach()),
+        norm(model.parameters()),
+        norm(ref.parameters()),
+    )

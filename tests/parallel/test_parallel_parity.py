@@ -24,7 +24,7 @@ def _check(results, plans, num_layers):
             _close(norms, ref_norms, f"{plan} grad_norm")
 
 
-def test_world2_tp_and_pipeline_schedules_match_one_process():
+def test_world2_tp_pipeline_schedules_and_hf_llama_plan_match_one_process():
     plans = [
         {"tp": 2},
         {
@@ -38,7 +38,13 @@ def test_world2_tp_and_pipeline_schedules_match_one_process():
         {"pp": 2, "pp_schedule": "interleaved_1f1b", "microbatches": 2},
         {"pp": 2, "pp_schedule": "zero_bubble", "microbatches": 2},
     ]
-    _check(spawn(pc.run_plans, 2, args=(plans, 4), timeout=180), plans, 4)
+    results = spawn(pc.world2_cases, 2, args=(plans, 4), timeout=180)
+    _check([r[0] for r in results], plans, 4)
+    # HF Llama under llama_tp_plan: logits and gradient norm as unparallelised, without and with SP.
+    for _, llama in results:
+        for diff, norm, ref_norm in llama:
+            assert diff < 1e-5
+            assert abs(norm - ref_norm) <= REL * ref_norm
 
 
 def test_world4_tp_pp_and_dp_tp_match_one_process():

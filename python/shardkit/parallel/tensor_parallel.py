@@ -112,6 +112,8 @@ def llama_tp_plan(
     HF's attention reshapes with ``-1`` heads, so it runs on the local heads as
     is. Its decoder layer passes ``hidden_states`` as the first argument and the
     rotary ``position_embeddings`` as a keyword; only ``hidden_states`` is sharded.
+    Under sequence parallelism pass ``position_ids`` (B, T) to the model: it
+    would otherwise count positions from the T / tp local embeddings.
     """
     seq = Shard(1) if sequence_parallel else Replicate()
     plan = {
