@@ -130,6 +130,15 @@ def parallel_run(
                             g = g.redistribute(p.device_mesh, p.placements)
                         g = g._local_tensor
                     local.add_(g, alpha=-LR)
+        if step == steps - 1:  # what this rank really holds, for the memory estimate
+            _LAST_LOCAL_NUMEL[:] = [
+                sum(_local(p).numel() for p in pm.parameters()),
+                sum(
+                    _local(p.grad).numel()
+                    for p in pm.parameters()
+                    if p.grad is not None
+                ),
+            ]
         pm.zero_grad()
     # Lists, not tensors: results travel back through a pipe.
     norm_weights = {
@@ -140,11 +149,29 @@ def parallel_run(
     return losses, norms, norm_weights
 
 
+def _local(t):
+    from torch.distributed.tensor import DTensor
+
+    return t._local_tensor if isinstance(t, DTensor) else t
+
+
 def run_plans(rank, world_size, plans, num_layers):
-    """Several plans one after the other in the same processes (one spawn, several meshes)."""
+    """Several plans one after the other in the same processes (one spawn, several meshes).
+
+    Per plan: losses, grad norms, and this rank's measured local parameter and gradient elements.
+    """
     from shardkit.parallel import ParallelPlan
 
-    return [parallel_run(ParallelPlan(**kw), num_layers)[:2] for kw in plans]
+    return [
+        parallel_run(ParallelPlan(**kw), num_layers)[:2] + (_LAST_LOCAL_NUMEL[:],)
+        for kw in plans
+    ]
+
+
+_LAST_LOCAL_NUMEL = [
+    0,
+    0,
+]  # [params, grads] of the last parallel_run's model on this rank
 
 
 def world2_cases(rank, world_size, plans, num_layers):

@@ -17,11 +17,32 @@ def _close(got, want, what):
 
 
 def _check(results, plans, num_layers):
+    from shardkit.memory.parallel_terms import rank_param_numel
+    from shardkit.memory.spec import DecoderSpec
+    from shardkit.parallel import ParallelPlan
+
     ref_losses, ref_norms = pc.reference_run(num_layers)
+    c = pc.tiny_config(num_layers)
+    spec = DecoderSpec(
+        vocab=c.vocab_size,
+        hidden=c.hidden_size,
+        layers=num_layers,
+        heads=c.num_heads,
+        kv_heads=c.num_kv_heads,
+        intermediate=c.intermediate_size,
+    )
     for rank_results in results:  # every rank reports the global values
-        for plan, (losses, norms) in zip(plans, rank_results, strict=True):
+        for plan, (losses, norms, _) in zip(plans, rank_results, strict=True):
             _close(losses, ref_losses, f"{plan} loss")
             _close(norms, ref_norms, f"{plan} grad_norm")
+    for i, kw in enumerate(
+        plans
+    ):  # the estimator's model-state term against what the fullest rank holds
+        plan = ParallelPlan(**kw)
+        measured = [r[i][2] for r in results]
+        est = max(rank_param_numel(spec, plan, r) for r in range(plan.pp))
+        assert max(m[0] for m in measured) == est, (kw, measured, est)
+        assert max(m[1] for m in measured) == est, (kw, measured, est)
 
 
 def test_world2_tp_pipeline_schedules_and_hf_llama_plan_match_one_process():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     PrepareModuleInput,
@@ -163,19 +163,21 @@ def _blocks(module: nn.Module):
 
 @torch.no_grad()
 def reduce_partial_grads(params) -> int:
-    """Redistribute every ``Partial`` DTensor gradient to its parameter's placements, in place.
+    """Redistribute every DTensor gradient to its parameter's placements, in place.
 
-    For a sequence-parallel norm weight that is the all-reduce across the TP
-    group; without it each TP rank would step its replica with a different
-    gradient. Returns how many gradients were reduced. Collective over the
-    meshes of those parameters: every rank must call it at the same point.
+    For a sequence-parallel norm weight (``Partial`` gradient) that is the
+    all-reduce across the TP group; without it each TP rank would step its
+    replica with a different gradient. Any other mismatch is a layout the
+    optimizer would convert at every step anyway: the vocabulary-sharded
+    embedding's gradient comes back ``Replicate``, a full (V, H) tensor on
+    every TP rank, which this cuts back to the rank's shard. Returns how many
+    gradients were redistributed. Collective over the meshes of those
+    parameters: every rank must call it at the same point.
     """
     reduced = 0
     for p in params:
         g = p.grad
-        if isinstance(g, DTensor) and any(
-            isinstance(pl, Partial) for pl in g.placements
-        ):
+        if isinstance(g, DTensor) and tuple(g.placements) != tuple(p.placements):
             p.grad = g.redistribute(p.device_mesh, p.placements)
             reduced += 1
     return reduced
