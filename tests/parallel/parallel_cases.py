@@ -263,3 +263,39 @@ def _hf_llama_tp(world_size, sequence_parallel):
         norm(model.parameters()),
         norm(ref.parameters()),
     )
+
+
+def fused_adamw_losses(plan_kwargs, steps: int = 3) -> list[float]:
+    """Losses of shardkit's FusedAdamW stepping the local DTensor shards under a plan."""
+    from shardkit import parallel
+    from shardkit.optim import FusedAdamW
+
+    pm = parallel.parallelize(tiny_gpt(4), parallel.ParallelPlan(**plan_kwargs))
+    opt = FusedAdamW(list(pm.parameters()), lr=1e-3, weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        losses.append(float(pm.forward_backward(batch(step)[replica_rows(pm)])))
+        opt.step()
+        pm.zero_grad()
+    return losses
+
+
+def torch_adamw_losses(steps: int = 3) -> list[float]:
+    model = tiny_gpt(4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        ids = batch(step)
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def world4_cases(rank, world_size, plans, num_layers):
+    """The world-4 plans, then FusedAdamW on dp_shard2 x tp2 (FSDP2 x TP shards) in the same processes."""
+    return run_plans(rank, world_size, plans, num_layers), fused_adamw_losses(
+        {"dp_shard": 2, "tp": 2}
+    )

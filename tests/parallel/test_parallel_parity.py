@@ -68,13 +68,18 @@ def test_world2_tp_pipeline_schedules_and_hf_llama_plan_match_one_process():
             assert abs(norm - ref_norm) <= REL * ref_norm
 
 
-def test_world4_tp_pp_and_dp_tp_match_one_process():
+def test_world4_tp_pp_dp_tp_and_fused_adamw_match_one_process():
     plans = [
         {"tp": 2, "pp": 2, "microbatches": 2},
         {"dp_shard": 2, "tp": 2},
         {"dp_replicate": 2, "tp": 2},
     ]
-    _check(spawn(pc.run_plans, 4, args=(plans, 4), timeout=180), plans, 4)
+    results = spawn(pc.world4_cases, 4, args=(plans, 4), timeout=180)
+    _check([r[0] for r in results], plans, 4)
+    # shardkit's FusedAdamW on the FSDP2 x TP shards (_StridedShard placements) against torch AdamW.
+    ref = pc.torch_adamw_losses()
+    for _, fused in results:
+        _close(fused, ref, "FusedAdamW dp_shard2 x tp2 loss")
 
 
 def test_world8_dp_shard_tp_pp_matches_one_process():

@@ -1,4 +1,4 @@
-"""``shardkit train pretrain --nproc 4`` with a [parallel] table logs what one process logs."""
+"""``shardkit train pretrain --nproc 2`` with a [parallel] table logs what one process logs."""
 
 import json
 
@@ -28,19 +28,19 @@ def _metrics(path):
 
 def test_parallel_table_and_overrides_train_like_one_process(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cfg = _cfg(tmp_path, "[parallel]\ntp = 2\n")
-    # dp_shard=2 x tp=2: 2 examples per data-parallel replica = 4 per step, as one process with 4.
+    cfg = _cfg(tmp_path, "[parallel]\nmicrobatches = 1\n")
+    # dp_shard=2 (from the override): 2 examples per replica = 4 per step, as one process with 4.
     argv = [
         "train",
         "pretrain",
         "--config",
         cfg,
         "--nproc",
-        "4",
+        "2",
         "--parallel.dp_shard=2",
         "--per_device_train_batch_size",
         "2",
-        f"--output_dir={tmp_path / 'four'}",
+        f"--output_dir={tmp_path / 'two'}",
     ]
     assert main(argv) == 0
     assert (
@@ -57,16 +57,16 @@ def test_parallel_table_and_overrides_train_like_one_process(tmp_path, monkeypat
         )
         == 0
     )
-    four, one = (
-        _metrics(tmp_path / "four" / "metrics.jsonl"),
+    two, one = (
+        _metrics(tmp_path / "two" / "metrics.jsonl"),
         _metrics(tmp_path / "one" / "metrics.jsonl"),
     )
-    assert [e["step"] for e in four] == [1, 2]
-    for a, b in zip(four, one, strict=True):
+    assert [e["step"] for e in two] == [1, 2]
+    for a, b in zip(two, one, strict=True):
         for key in ("loss", "grad_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
         assert a["num_tokens"] == b["num_tokens"]
-    assert (tmp_path / "four" / "checkpoint-2" / "model.safetensors").is_file()
+    assert (tmp_path / "two" / "checkpoint-2" / "model.safetensors").is_file()
 
 
 def test_bad_parallel_table_is_refused_before_training(tmp_path):
