@@ -11,10 +11,15 @@ pipeline rank is reported (the stage with most parameters).
 Activations (``shardkit.memory.activations`` terms per micro-batch of
 ``batch / microbatches`` rows): attention and MLP terms / tp; the norm terms
 / tp only under sequence parallelism (without it every TP rank holds the
-whole sequence there). Each stage holds several micro-batches in flight:
+whole sequence there), less the norm outputs that the column-parallel
+linears keep all-gathered at full length either way. Each stage holds several micro-batches in flight:
 GPipe all m; 1F1B the first stage min(m, p); interleaved 1F1B
 min(m, p + (p - 1) / v) micro-batches' worth of the rank's layers (Megatron-LM's
-accounting). Checked against measured local bytes in ``tests/parallel``.
+accounting). The model-state terms are checked exactly against the local
+elements every gloo layout in ``tests/parallel`` holds; the activation terms
+are the formula above and not yet checked against measured saves (autograd
+saves DTensor wrappers, which ``SavedActivationCounter`` does not yet count
+by their local storage).
 """
 
 from __future__ import annotations
@@ -107,9 +112,15 @@ def parallel_estimate(
     )
     terms = act.block_terms(spec, mb_tokens, precision_bytes)
     t = plan.tp
-    norms = (
-        terms["norms"] // t if (t > 1 and plan.sequence_parallel) else terms["norms"]
-    )
+    gathered = (
+        2 * mb_tokens * spec.hidden * precision_bytes
+    )  # the q/k/v and gate/up input, full T
+    if t > 1 and plan.sequence_parallel:
+        # The norms run on T / tp positions; the column-parallel linears save the
+        # all-gathered (full T) input that DTensor hands them, as without SP.
+        norms = (terms["norms"] - gathered) // t + gathered
+    else:
+        norms = terms["norms"]
     per_block = norms + (terms["attention"] + terms["mlp"]) // t
     if plan.activation_checkpointing:
         per_block = act.checkpointed_block_bytes(spec, mb_tokens, precision_bytes) // (
