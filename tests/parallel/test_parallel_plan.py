@@ -94,3 +94,37 @@ def test_one_process_plan_matches_plain_training(kwargs):
     ref_losses, ref_norms = pc.reference_run(2)
     assert losses == pytest.approx(ref_losses, rel=1e-6)
     assert norms == pytest.approx(ref_norms, rel=1e-6)
+
+
+def test_parallel_memory_terms_scale_with_the_plan():
+    from shardkit.memory.parallel_terms import in_flight_microbatches, parallel_estimate
+    from shardkit.memory.spec import DecoderSpec
+
+    spec = DecoderSpec(
+        vocab=1024, hidden=256, layers=8, heads=8, kv_heads=4, intermediate=704
+    )
+    one = parallel_estimate(spec, ParallelPlan(), batch=4, seq_len=256)
+    tp2 = parallel_estimate(spec, ParallelPlan(tp=2), batch=4, seq_len=256)
+    tp2_nosp = parallel_estimate(
+        spec, ParallelPlan(tp=2, sequence_parallel=False), batch=4, seq_len=256
+    )
+    assert (
+        one["params"] / 2 < tp2["params"] < one["params"] / 2 * 1.01
+    )  # replicated norms only
+    assert tp2["activations"] < tp2_nosp["activations"] < one["activations"]
+    assert (
+        in_flight_microbatches(ParallelPlan(pp=4, pp_schedule="gpipe", microbatches=8))
+        == 8
+    )
+    assert (
+        in_flight_microbatches(ParallelPlan(pp=4, pp_schedule="1f1b", microbatches=8))
+        == 4
+    )
+    assert (
+        in_flight_microbatches(
+            ParallelPlan(pp=4, pp_schedule="interleaved_1f1b", microbatches=8)
+        )
+        == 4 + 3 / 2
+    )
+    with pytest.raises(ValueError, match="optimizer"):
+        parallel_estimate(spec, ParallelPlan(), batch=1, seq_len=8, optimizer="lion")
