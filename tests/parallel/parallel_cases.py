@@ -58,7 +58,7 @@ def reference_run(
         norms.append(
             float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]))
         )
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         opt.step()
         opt.zero_grad()
     return losses, norms
