@@ -23,11 +23,11 @@ from shardkit.fsdp.full_state import full_state_dict, load_full_state_dict, save
 from shardkit.fsdp.grad_norm import clip_grad_norm_
 from shardkit.fsdp.meta_init import initialize_units
 from shardkit.fsdp.sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
-from shardkit.fsdp.sharded_model import MixedPrecision, get_state, no_sync, shard
+from shardkit.fsdp.sharded_model import MixedPrecision, get_state, is_sharded, no_sync, shard
 from shardkit.fsdp.strategies import STRATEGIES
 
 __all__ = [
-    "shard", "MixedPrecision", "STRATEGIES", "no_sync", "clip_grad_norm_", "get_state", "initialize_units",
+    "shard", "is_sharded", "MixedPrecision", "STRATEGIES", "no_sync", "clip_grad_norm_", "get_state", "initialize_units",
     "full_state_dict", "save_full_state_dict", "load_full_state_dict",
     "save_sharded_checkpoint", "load_sharded_checkpoint",
 ]

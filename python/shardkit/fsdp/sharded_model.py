@@ -223,7 +223,7 @@ def _default_group():
 def _check_model(model: nn.Module) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if hasattr(model, "_shardkit_fsdp"):
+    if is_sharded(model):
         raise ValueError("model: already sharded by shardkit.fsdp.shard()")
     devices = {p.device for p in model.parameters()}
     if len(devices) > 1:
@@ -334,6 +334,14 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
         unit.module.register_forward_hook(lambda m, a, k, o, u=unit: state.post_forward(u, a, k, o), with_kwargs=True)
     model.__dict__["_shardkit_fsdp"] = state
     return model
+
+
+def is_sharded(model) -> bool:
+    """True when ``model`` was returned by ``shard()`` (one process sharding alone included).
+
+    What the trainers ask instead of probing private attributes.
+    """
+    return isinstance(getattr(model, "_shardkit_fsdp", None), ShardState)
 
 
 def get_state(model: nn.Module) -> ShardState:

@@ -51,7 +51,9 @@ class DecodeSnapshot:
         if not isinstance(model, GPT):
             raise TypeError(f"DecodeSnapshot needs a shardkit GPT, got {type(model).__name__}")
         cfg = self.config = model.config
-        if hasattr(model, "_shardkit_fsdp"):
+        from shardkit import fsdp
+
+        if fsdp.is_sharded(model):
             from shardkit.fsdp.full_state import full_state_dict
 
             state = full_state_dict(model, rank0_only=False)  # one gather per snapshot, every rank

@@ -91,16 +91,17 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
-        # (B, T, H*D) -> (B, H, T, D)
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        # (B, T, H*D) -> (B, H, T, D). Head counts come from the shapes: under tensor
+        # parallelism each rank holds num_heads / tp query heads (and kv heads alike).
+        q = self.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, L+T, D)
-        if self.num_kv_heads != self.num_heads:
+        if k.shape[1] != q.shape[1]:
             # GQA: each KV head serves num_heads // num_kv_heads query heads.
-            rep = self.num_heads // self.num_kv_heads
+            rep = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -181,6 +181,10 @@ class BaseTrainer:
     def train(self, resume_from_checkpoint: str | None = None) -> TrainerState:
         """Run to ``max_steps`` (or ``num_train_epochs``); returns the state with its ``log_history``."""
         args = self.args
+        if args.parallel is not None:  # TP / PP / 4-D: the plan's own loop (trainers/plan_loop.py)
+            from shardkit.trainers.plan_loop import train_with_plan
+
+            return train_with_plan(self, resume_from_checkpoint)
         total = self.total_steps()
         self.device = select_device(args.device, self.model)
         estimate = estimated_bytes(self.model, args, data_parallel.data_parallel_world())  # of the unsharded model

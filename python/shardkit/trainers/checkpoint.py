@@ -106,7 +106,9 @@ def save(trainer) -> str:
     args = trainer.args
     os.makedirs(args.output_dir, exist_ok=True)
     final = os.path.join(args.output_dir, f"checkpoint-{trainer.state.global_step}")
-    if hasattr(trainer.model, "_shardkit_fsdp"):
+    from shardkit import fsdp
+
+    if fsdp.is_sharded(trainer.model):
         return _save_sharded(trainer, final)
     if fsdp2_engine.is_fsdp2(trainer.model):
         return _save_fsdp2(trainer, final)
@@ -161,9 +163,9 @@ def load(trainer, path: str) -> None:
         raise FileNotFoundError(f"resume_from_checkpoint={path!r}: no trainer_state.json there")
     with open(state_path) as f:
         state = json.load(f)
-    if hasattr(trainer.model, "_shardkit_fsdp"):
-        from shardkit import fsdp
+    from shardkit import fsdp
 
+    if fsdp.is_sharded(trainer.model):
         fsdp.load_sharded_checkpoint(trainer.model, trainer.optimizer, path)
     elif fsdp2_engine.is_fsdp2(trainer.model):
         fsdp2_engine.load(trainer, path)

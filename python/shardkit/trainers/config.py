@@ -54,6 +54,8 @@ class TrainingConfig:
     disable_tqdm: bool = _f(False, "no progress bar")
     ema_decay: float | None = _f(None, "keep an EMA of the weights with this decay (e.g. 0.999): evaluate() uses it, "
                                  "checkpoints carry it, output_dir/model_ema.safetensors at the end; None = off")
+    parallel: dict | None = _f(None, "a [parallel] table of shardkit.parallel.ParallelPlan fields (tp, pp, ...); "
+                                     "None = data parallelism over all ranks")
 
     def __post_init__(self) -> None:
         self.report_to = list(self.report_to)
@@ -83,6 +85,12 @@ class TrainingConfig:
         check_device(self.device)
         if self.engine not in ("auto", "shardkit", "fsdp2"):
             raise ValueError(f"{type(self).__name__}.engine must be 'auto', 'shardkit' or 'fsdp2', got {self.engine!r}")
+        if self.parallel is not None:
+            from shardkit.parallel import ParallelPlan
+
+            if isinstance(self.parallel, ParallelPlan):
+                self.parallel = dataclasses.asdict(self.parallel)
+            ParallelPlan.from_dict(self.parallel)  # ValueError naming the field, now rather than in train()
         unknown = set(self.report_to) - {"jsonl", "tensorboard"}
         if unknown:
             raise ValueError(f"{type(self).__name__}.report_to: unknown sinks {sorted(unknown)}; use jsonl, tensorboard")

@@ -32,25 +32,32 @@ def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model`` is sharded over ranks (``shard()`` with a group; one process sharding alone is not)."""
     if fsdp2_engine.is_fsdp2(model):
         return True
-    state = getattr(model, "_shardkit_fsdp", None)
-    return state is not None and state.group is not None
+    from shardkit import fsdp
+
+    return fsdp.is_sharded(model) and fsdp.get_state(model).group is not None
 
 
-def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
-    """Sum ``values`` (float64, contiguous) over the ranks in place; untouched when the model is not sharded.
+def all_reduce_(values: torch.Tensor, op: str, model: torch.nn.Module) -> torch.Tensor:
+    """Reduce ``values`` (float64, contiguous) over the ranks in place with ``op`` (sum, min or max).
 
-    ``shardkit.comm`` reduces host tensors: a device tensor goes through a host copy (a sync, only when sharded).
+    Untouched when the model is not sharded. ``shardkit.comm`` reduces host tensors: a device tensor goes through
+    a host copy (a sync, only when sharded).
     """
     if fsdp2_engine.is_fsdp2(model):
-        return fsdp2_engine.all_reduce_sum_(values, model)
+        return fsdp2_engine.all_reduce_(values, op, model)
     if is_sharded(model):
-        from shardkit import comm
+        from shardkit import comm, fsdp
 
         host = values if values.device.type == "cpu" else values.cpu()
-        comm.all_reduce(host, "sum", group=model._shardkit_fsdp.group)
+        comm.all_reduce(host, op, group=fsdp.get_state(model).group)
         if host is not values:
             values.copy_(host)
     return values
+
+
+def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """Sum ``values`` over the ranks in place: ``all_reduce_(values, "sum", model)``."""
+    return all_reduce_(values, "sum", model)
 
 
 def sum_over_ranks(value: float, model: torch.nn.Module) -> float:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from shardkit import atomic
+from shardkit.trainers import data_parallel
 
 FILE = "ema.safetensors"
 
@@ -33,7 +34,7 @@ class EMA:
     """The shadow weights of ``model``'s trainable parameters (fp32) and the number of updates."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        if getattr(model, "_shardkit_fsdp", None) is not None:
+        if data_parallel.is_sharded(model):
             raise NotImplementedError("ema_decay: a model sharded over several ranks is not supported yet")
         self.model, self.decay = model, float(decay)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

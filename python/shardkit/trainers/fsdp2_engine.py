@@ -76,13 +76,16 @@ def shard_fsdp2(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
     return model
 
 
-def all_reduce_sum_(values: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
-    """Sum ``values`` over the ranks in place (through the model's device when the group is NCCL-only)."""
+_REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+
+
+def all_reduce_(values: torch.Tensor, op: str, model: torch.nn.Module) -> torch.Tensor:
+    """Reduce ``values`` over the ranks in place (through the model's device when the group is NCCL-only)."""
     backend = dist.get_backend()
     on_device = values
     if values.device.type == "cpu" and "gloo" not in backend:
         on_device = values.to(next(model.parameters()).device)
-    dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+    dist.all_reduce(on_device, op=_REDUCE_OPS[op])
     if on_device is not values:
         values.copy_(on_device)
     return values

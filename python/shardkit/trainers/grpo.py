@@ -120,7 +120,9 @@ class GRPOTrainer(BaseTrainer):
             disable_dropout(model)
         self.ref_model = None
         if args.beta != 0.0:
-            if hasattr(model, "_shardkit_fsdp"):
+            from shardkit import fsdp
+
+            if fsdp.is_sharded(model) or data_parallel.is_sharded(model):
                 raise ValueError("GRPOConfig.beta > 0 needs a reference copy of the policy, and an already sharded "
                                  "model cannot be copied; shard after constructing the trainer or set beta=0")
             self.ref_model = freeze_reference(copy.deepcopy(model), args)
@@ -365,12 +367,9 @@ class GRPOTrainer(BaseTrainer):
             self.record("kl", host[4], n, if_empty=0.0)
         low_min, high_max = host[-3], host[-2]
         if self._world() > 1:  # min/max over the ranks' rows: their own collectives
-            from shardkit import comm
-
-            group = self.model._shardkit_fsdp.group
             lo, hi = torch.tensor([low_min], dtype=torch.float64), torch.tensor([high_max], dtype=torch.float64)
-            comm.all_reduce(lo, "min", group=group)
-            comm.all_reduce(hi, "max", group=group)
+            data_parallel.all_reduce_(lo, "min", self.model)
+            data_parallel.all_reduce_(hi, "max", self.model)
             low_min, high_max = float(lo), float(hi)
         if abs(low_min) != float("inf"):
             self.record("clip_ratio/low_min", low_min, 1.0)

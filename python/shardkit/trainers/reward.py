@@ -186,12 +186,8 @@ class RewardTrainer(BaseTrainer):
         # One host transfer for all statistics; min/max are reduced over ranks with their own collectives.
         stats = torch.stack([rewards.sum(), (diff > 0).float().sum(), diff.sum(), rewards.min(), rewards.max()])
         low, high = stats[3:4].double(), stats[4:5].double()
-        if data_parallel.is_sharded(self.model):
-            from shardkit import comm
-
-            group = self.model._shardkit_fsdp.group
-            comm.all_reduce(low, "min", group=group)
-            comm.all_reduce(high, "max", group=group)
+        data_parallel.all_reduce_(low, "min", self.model)  # untouched when one process trains
+        data_parallel.all_reduce_(high, "max", self.model)
         total, correct, margin = stats[:3].tolist()
         self.record("accuracy", correct, pairs)
         self.record("margin", margin, pairs)

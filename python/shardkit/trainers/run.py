@@ -7,6 +7,7 @@ The file (TOML or YAML) has four sections::
     [tokenizer]  path = "local/hf/dir"      # or name = "char": the built-in toy tokenizer
     [data]       train = "train.jsonl"      # eval = "eval.jsonl" (optional)
     [trainer]    learning_rate = 1e-4 ...   # fields of the trainer's XxxConfig
+    [parallel]   tp = 2  pp = 2 ...         # optional: a shardkit.parallel.ParallelPlan
 
 Overrides are ``section.key=value`` (``trainer.`` may be left out).
 """
@@ -35,8 +36,8 @@ def merge_overrides(config: dict[str, Any], overrides: dict[str, str]) -> dict[s
     for key, text in overrides.items():
         section, _, field = key.rpartition(".")
         section = section or "trainer"
-        if section not in ("model", "tokenizer", "data", "trainer"):
-            raise ValueError(f"override {key!r}: section must be model, tokenizer, data or trainer")
+        if section not in ("model", "tokenizer", "data", "trainer", "parallel"):
+            raise ValueError(f"override {key!r}: section must be model, tokenizer, data, trainer or parallel")
         out.setdefault(section, {})[field] = parse_override(text)
     return out
 
@@ -73,7 +74,10 @@ def run(kind: str, config_path: str | None, overrides: dict[str, str]) -> dict[s
         raise ValueError(f"trainer must be one of {TRAINERS}, got {kind!r}")
     config = merge_overrides(load_config_file(config_path) if config_path else {}, overrides)
     trainer_cls, config_cls = _classes(kind)
-    args = config_cls.from_dict(config.get("trainer", {}))
+    trainer_values = dict(config.get("trainer", {}))
+    if config.get("parallel"):  # the [parallel] table: a ParallelPlan (shardkit.parallel)
+        trainer_values["parallel"] = config["parallel"]
+    args = config_cls.from_dict(trainer_values)
     data = config.get("data", {})
     if "train" not in data:
         raise ValueError("[data] needs train = '<path to a JSONL file>'")

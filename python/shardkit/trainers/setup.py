@@ -98,7 +98,9 @@ def prepare_model_and_optimizer(model: torch.nn.Module, args: TrainingConfig, to
     A model already returned by ``shardkit.fsdp.shard()`` (your own units,
     strategy or mixed-precision policy) is used as it is, where it is.
     """
-    if hasattr(model, "_shardkit_fsdp"):
+    from shardkit import fsdp
+
+    if fsdp.is_sharded(model):
         if args.bf16:
             raise ValueError("args.bf16: the model is already sharded; cast it to bfloat16 before shard(), "
                              "or choose the compute dtype with shard(mixed_precision=...)")
@@ -145,7 +147,9 @@ def reference_model(model: torch.nn.Module, ref_model: torch.nn.Module | None, a
         if ref_model is not None:
             disable_dropout(ref_model)
     if ref_model is None and not args.precompute_ref_log_probs:
-        if hasattr(model, "_shardkit_fsdp"):
+        from shardkit import fsdp
+
+        if fsdp.is_sharded(model):
             raise ValueError("ref_model: the policy is already sharded, so it cannot be copied as the reference; "
                              "pass ref_model (unsharded, or sharded like the policy) or precompute_ref_log_probs=True")
         ref_model = copy.deepcopy(model)

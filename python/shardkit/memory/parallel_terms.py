@@ -1,0 +1,143 @@
+"""Per-rank memory under a ``ParallelPlan``: the TP, SP and PP terms.
+
+Model states: each weight's local shape after tensor parallelism (q/k/v and
+gate/up split by output rows, o/down by input columns, embedding and head by
+vocabulary; norms replicated), then the ``dp_shard`` axis shards dim 0 of
+that local shard (torch ``fully_shard``: ceil(rows / dp_shard) rows on the
+fullest rank). So parameters, gradients and optimizer state fall as about
+1 / (tp * pp * dp_shard), except the replicated norm weights. The busiest
+pipeline rank is reported (the stage with most parameters).
+
+Activations (``shardkit.memory.activations`` terms per micro-batch of
+``batch / microbatches`` rows): attention and MLP terms / tp; the norm terms
+/ tp only under sequence parallelism (without it every TP rank holds the
+whole sequence there), less the norm outputs that the column-parallel
+linears keep all-gathered at full length either way. Each stage holds several micro-batches in flight:
+GPipe all m; 1F1B the first stage min(m, p); interleaved 1F1B
+min(m, p + (p - 1) / v) micro-batches' worth of the rank's layers (Megatron-LM's
+accounting). The model-state terms are checked exactly against the local
+elements every gloo layout in ``tests/parallel`` holds; the activation terms
+are the formula above and not yet checked against measured saves (autograd
+saves DTensor wrappers, which ``SavedActivationCounter`` does not yet count
+by their local storage).
+"""
+
+from __future__ import annotations
+
+import math
+
+from shardkit.memory import activations as act
+from shardkit.memory.spec import DecoderSpec
+
+_OPTIMIZER_STATE_BYTES = {
+    "adamw": 8,
+    "sgd": 0,
+    "sgd_momentum": 4,
+}  # fp32 moments per parameter
+
+
+def _sharded_numel(rows: int, cols: int, dp_shard: int) -> int:
+    return math.ceil(rows / dp_shard) * cols
+
+
+def stage_param_numel(spec: DecoderSpec, plan, stage: int) -> int:
+    """Parameters on the fullest rank of pipeline stage ``stage`` (of ``plan.num_stages``), after TP and dp_shard."""
+    t, d = plan.tp, plan.dp_shard
+    h, kv, inter, v = spec.hidden, spec.kv_hidden, spec.intermediate, spec.vocab
+    block = (
+        _sharded_numel(h // t, h, d)
+        + 2 * _sharded_numel(kv // t, h, d)  # q, k, v: rows split
+        + _sharded_numel(h, h // t, d)  # o: columns split
+        + 2 * _sharded_numel(inter // t, h, d)
+        + _sharded_numel(h, inter // t, d)  # gate, up; down
+        + 2 * _sharded_numel(h, 1, d)
+    )  # two replicated norm weights
+    # shardkit.parallel.pipeline.layer_split's split (memory sits below parallel: no import).
+    n, stages = spec.layers, plan.num_stages
+    layers = (stage + 1) * n // stages - stage * n // stages
+    total = layers * block
+    if stage == 0:
+        total += _sharded_numel(v // t, h, d)  # embedding
+    if stage == plan.num_stages - 1:
+        total += _sharded_numel(h, 1, d) + _sharded_numel(
+            v // t, h, d
+        )  # final norm, head
+    return total
+
+
+def rank_param_numel(spec: DecoderSpec, plan, pp_rank: int) -> int:
+    """Parameters of pipeline rank ``pp_rank`` (its ``virtual_stages`` stages together)."""
+    # Loop order, as shardkit.parallel.pipeline.stage_ids: rank r holds stages r, r + pp, ...
+    return sum(
+        stage_param_numel(spec, plan, pp_rank + k * plan.pp)
+        for k in range(plan.virtual_stages)
+    )
+
+
+def in_flight_microbatches(plan) -> float:
+    """Micro-batches whose activations the busiest pipeline rank holds at once."""
+    m, p, v = plan.microbatches, plan.pp, plan.virtual_stages
+    if p == 1:
+        return 1.0
+    if plan.pp_schedule == "gpipe":
+        return float(m)
+    if v == 1:
+        return float(min(m, p))
+    return min(float(m), p + (p - 1) / v)
+
+
+def parallel_estimate(
+    spec: DecoderSpec,
+    plan,
+    *,
+    batch: int,
+    seq_len: int,
+    precision_bytes: int = 4,
+    optimizer: str = "adamw",
+) -> dict[str, int]:
+    """Bytes per rank (busiest pipeline rank): params, grads, optimizer_state, activations and the total.
+
+    ``batch``: rows per data-parallel replica per step; ``precision_bytes``: of
+    weights, gradients and activations (fp32 training: 4).
+    """
+    if optimizer not in _OPTIMIZER_STATE_BYTES:
+        raise ValueError(
+            f"optimizer: expected one of {sorted(_OPTIMIZER_STATE_BYTES)}, got {optimizer!r}"
+        )
+    numel = max(rank_param_numel(spec, plan, r) for r in range(plan.pp))
+    mb_tokens = (
+        math.ceil(batch / plan.microbatches) * seq_len
+        if plan.pp > 1
+        else batch * seq_len
+    )
+    terms = act.block_terms(spec, mb_tokens, precision_bytes)
+    t = plan.tp
+    gathered = (
+        2 * mb_tokens * spec.hidden * precision_bytes
+    )  # the q/k/v and gate/up input, full T
+    if t > 1 and plan.sequence_parallel:
+        # The norms run on T / tp positions; the column-parallel linears save the
+        # all-gathered (full T) input that DTensor hands them, as without SP.
+        norms = (terms["norms"] - gathered) // t + gathered
+    else:
+        norms = terms["norms"]
+    per_block = norms + (terms["attention"] + terms["mlp"]) // t
+    if plan.activation_checkpointing:
+        per_block = act.checkpointed_block_bytes(spec, mb_tokens, precision_bytes) // (
+            t if plan.sequence_parallel else 1
+        )
+    layers_per_rank = math.ceil(spec.layers / plan.pp)
+    head = (
+        act.head_bytes(spec, mb_tokens, precision_bytes) // t
+    )  # vocabulary-sharded log-softmax dominates
+    activations = (
+        int(in_flight_microbatches(plan) * (layers_per_rank * per_block)) + head
+    )
+    out = {
+        "params": numel * precision_bytes,
+        "grads": numel * precision_bytes,
+        "optimizer_state": numel * _OPTIMIZER_STATE_BYTES[optimizer],
+        "activations": activations,
+    }
+    out["total"] = sum(out.values())
+    return out
