@@ -11,6 +11,8 @@ PP ranks of one replica see the same rows, so a global micro-batch is
 ``dp_replicate * dp_shard * per_device_train_batch_size`` examples. The
 logged ``loss`` and ``grad_norm`` are global, as without a plan.
 
+DPO and KTO (pp = 1) run their own loss through ``trainers/plan_preference.py``.
+
 Scope: next-token trainers (pretrain, SFT) on a shardkit GPT, one
 micro-batch per step from the data loader (``gradient_accumulation_steps=1``;
 the pipeline's ``microbatches`` split it). Positions are 0..T-1, so packed
@@ -34,15 +36,29 @@ from shardkit.trainers.metrics_log import MetricsLog
 from shardkit.trainers.setup import build_optimizer, lr_lambda
 
 
-def _check(trainer, plan, resume_from_checkpoint) -> None:
-    from shardkit.models import GPT
+def check_trainer(trainer, plan) -> None:
+    """Refuse (TypeError / ValueError naming the field) a trainer or setting the plan's loops do not run.
+
+    Called when a trainer with ``args.parallel`` is built, and again by ``train``."""
+    from shardkit.trainers.dpo import DPOTrainer
+    from shardkit.trainers.kto import KTOTrainer
     from shardkit.trainers.sft import SFTTrainer
 
-    if not isinstance(trainer, SFTTrainer):
+    if not isinstance(trainer, (SFTTrainer, DPOTrainer, KTOTrainer)):
         raise TypeError(
             f"args.parallel: {type(trainer).__name__} is not supported under a ParallelPlan yet "
-            "(pretrain and sft are); remove the [parallel] table"
+            "(pretrain, sft, dpo and kto are); remove the [parallel] table"
         )
+    if isinstance(trainer, (DPOTrainer, KTOTrainer)):
+        from shardkit.trainers.plan_preference import check
+
+        check(trainer, plan)
+
+
+def _check(trainer, plan, resume_from_checkpoint) -> None:
+    from shardkit.models import GPT
+
+    check_trainer(trainer, plan)
     if not isinstance(trainer.model, GPT):
         raise TypeError(
             f"args.parallel: the plan lays out a shardkit GPT, got {type(trainer.model).__name__}"
@@ -57,6 +73,12 @@ def _check(trainer, plan, resume_from_checkpoint) -> None:
         )
     if trainer.args.bf16:
         raise ValueError("args.bf16: not supported under a ParallelPlan yet")
+
+
+def _is_sft(trainer) -> bool:
+    from shardkit.trainers.sft import SFTTrainer
+
+    return isinstance(trainer, SFTTrainer)
 
 
 def _join(plan) -> None:
@@ -104,6 +126,10 @@ def train_with_plan(trainer, resume_from_checkpoint=None):
     _join(plan)
     pm = parallel.parallelize(trainer.model, plan)
     trainer.parallel_model = pm
+    if not _is_sft(trainer):  # DPO, KTO: their own compute_loss through parallel.PlanCausalLM
+        from shardkit.trainers.plan_preference import train_preference_with_plan
+
+        return train_preference_with_plan(trainer, plan, pm, _replica(pm))
     bs, n = args.per_device_train_batch_size, len(trainer.train_examples)
     per_epoch = math.ceil(n / (bs * plan.dp))
     total = (

@@ -1,0 +1,46 @@
+"""DPO and KTO under a ParallelPlan (rank side) and the same runs in one process without a plan (the reference)."""
+
+from __future__ import annotations
+
+import torch
+
+STEPS = 3
+
+
+def _gpt(vocab_size: int, seed: int = 0):
+    from shardkit.models import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                         num_kv_heads=2, max_position_embeddings=128, tie_word_embeddings=False))
+
+
+def preference_run(kind: str, output_dir: str, batch: int, parallel: dict | None = None, **overrides):
+    """``STEPS`` logged steps of DPO or KTO on the toy data; returns the log history."""
+    from shardkit.trainers import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+    from shardkit.trainers.toy import char_tokenizer, toy_records
+
+    tok = char_tokenizer()
+    trainer_cls, config_cls, data_kind = {"dpo": (DPOTrainer, DPOConfig, "preference"),
+                                          "kto": (KTOTrainer, KTOConfig, "unpaired_preference")}[kind]
+    ref_seed = overrides.pop("ref_seed", None)
+    settings = dict(output_dir=output_dir, learning_rate=1e-2, per_device_train_batch_size=batch, max_steps=STEPS,
+                    lr_scheduler_type="constant", logging_steps=1, report_to=[], disable_tqdm=True, max_length=64,
+                    seed=0, max_grad_norm=1.0, parallel=parallel)
+    settings.update(overrides)
+    ref = None if ref_seed is None else _gpt(len(tok), ref_seed)
+    trainer = trainer_cls(_gpt(len(tok)), ref_model=ref, args=config_cls(**settings),
+                          train_dataset=toy_records(data_kind, 12), processing_class=tok)
+    return trainer.train().log_history
+
+
+CASES = [
+    ("dpo", {}),  # the reference: a copy of the policy, laid out like it
+    # Reference values computed before training by another model; KTO's KL term reduced over the replicas.
+    ("kto", {"precompute_ref_log_probs": True, "ref_seed": 1}),
+]
+
+
+def plan_cases(rank, world, output_dir, plan, batch):
+    return [preference_run(kind, f"{output_dir}/{i}-{rank}", batch, parallel=plan, **dict(kw))
+            for i, (kind, kw) in enumerate(CASES)]
