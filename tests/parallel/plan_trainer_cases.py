@@ -24,6 +24,7 @@ def preference_run(kind: str, output_dir: str, batch: int, parallel: dict | None
     trainer_cls, config_cls, data_kind = {"dpo": (DPOTrainer, DPOConfig, "preference"),
                                           "kto": (KTOTrainer, KTOConfig, "unpaired_preference")}[kind]
     ref_seed = overrides.pop("ref_seed", None)
+    resume = overrides.pop("resume", None)
     settings = dict(output_dir=output_dir, learning_rate=1e-2, per_device_train_batch_size=batch, max_steps=STEPS,
                     lr_scheduler_type="constant", logging_steps=1, report_to=[], disable_tqdm=True, max_length=64,
                     seed=0, max_grad_norm=1.0, parallel=parallel)
@@ -31,16 +32,21 @@ def preference_run(kind: str, output_dir: str, batch: int, parallel: dict | None
     ref = None if ref_seed is None else _gpt(len(tok), ref_seed)
     trainer = trainer_cls(_gpt(len(tok)), ref_model=ref, args=config_cls(**settings),
                           train_dataset=toy_records(data_kind, 12), processing_class=tok)
-    return trainer.train().log_history
+    return trainer.train(resume_from_checkpoint=resume).log_history
 
 
 CASES = [
-    ("dpo", {}),  # the reference: a copy of the policy, laid out like it
+    # The reference: a copy of the policy, laid out like it. Saved at step 2, which the resume test starts from.
+    ("dpo", {"max_steps": STEPS + 1, "save_steps": 2}),
     # Reference values computed before training by another model; KTO's KL term reduced over the replicas.
     ("kto", {"precompute_ref_log_probs": True, "ref_seed": 1}),
 ]
 
 
 def plan_cases(rank, world, output_dir, plan, batch):
-    return [preference_run(kind, f"{output_dir}/{i}-{rank}", batch, parallel=plan, **dict(kw))
-            for i, (kind, kw) in enumerate(CASES)]
+    """The CASES under ``plan`` (rank 0 writes checkpoints to ``output_dir/<i>``), then DPO resumed from step 2."""
+    parity = [preference_run(kind, f"{output_dir}/{i}", batch, parallel=plan, **dict(kw))
+              for i, (kind, kw) in enumerate(CASES)]
+    resumed = preference_run("dpo", f"{output_dir}/resumed", batch, parallel=plan, **dict(CASES[0][1]),
+                             resume=f"{output_dir}/0/checkpoint-2")
+    return parity, resumed

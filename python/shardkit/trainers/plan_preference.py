@@ -16,8 +16,8 @@ the gradients over the replicas. Logged ``loss`` and metrics are global (mean
 over the replicas; the metrics' (sum, count) pairs reduced over them).
 
 Scope, refused with a ValueError naming the field: ``parallel.pp`` > 1,
-``gradient_accumulation_steps`` != 1, ``bf16``, evaluation during training,
-and resuming. The final checkpoint is the full model, as ``plan_loop`` writes it.
+``gradient_accumulation_steps`` != 1, ``bf16``, evaluation during training.
+Checkpoints and resuming as in ``plan_loop`` (``trainers/plan_checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from shardkit.trainers import plan_checkpoint
 from shardkit.trainers.metrics_log import MetricsLog
 from shardkit.trainers.setup import build_optimizer, lr_lambda
 
@@ -58,7 +59,7 @@ def _layout_reference(trainer, plan, pm_policy):
     return lm
 
 
-def train_preference_with_plan(trainer, plan, pm, replica: int):
+def train_preference_with_plan(trainer, plan, pm, replica: int, resume_from_checkpoint=None):
     """The DPO / KTO loop on the laid-out policy ``pm``; returns the trainer state."""
     from shardkit import parallel
 
@@ -66,7 +67,7 @@ def train_preference_with_plan(trainer, plan, pm, replica: int):
     lm = parallel.PlanCausalLM(pm)
     trainer.device = next(pm.parameters()).device
     trainer.ref_model = _layout_reference(trainer, plan, pm)
-    if args.precompute_ref_log_probs:
+    if args.precompute_ref_log_probs and resume_from_checkpoint is None:  # (a checkpoint holds the values)
         if trainer.ref_model is None:  # the policy before its first update is the reference
             trainer.ref_model = lm
         trainer.before_train()  # computes the values, then drops the reference
@@ -77,8 +78,11 @@ def train_preference_with_plan(trainer, plan, pm, replica: int):
     optimizer = build_optimizer(params, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
     trainer.optimizer, trainer.lr_scheduler = optimizer, scheduler
+    if resume_from_checkpoint is not None:
+        plan_checkpoint.load(trainer, pm, resume_from_checkpoint)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    log = MetricsLog(args, total, enabled=rank == 0)
+    log = MetricsLog(args, total, initial=trainer.state.global_step, enabled=rank == 0,
+                     history=trainer.state.log_history)
     lm.train()
     try:
         while trainer.state.global_step < total:
@@ -111,10 +115,10 @@ def train_preference_with_plan(trainer, plan, pm, replica: int):
                          "num_tokens": trainer.state.num_tokens, "epoch": done / per_epoch, "step": done}
                 trainer.state.log_history.append(entry)
                 log.write(entry)
+            if args.save_steps and done % args.save_steps == 0 and done != total:
+                plan_checkpoint.save(trainer, pm)
             log.advance()
-        from shardkit.trainers.plan_loop import _save
-
-        _save(pm, args, trainer.state.global_step)
+        plan_checkpoint.save(trainer, pm)
     finally:
         log.close()
     return trainer.state
