@@ -34,9 +34,11 @@ local stages in rounds of m_round micro-batches) and returns the peak. For the
 busiest rank that is about min(m, p) micro-batches' worth of its layers for
 1F1B, all m for GPipe, and p + (p-1)/v for interleaved (Megatron-LM's count).
 
-Not modelled: ``zero_bubble`` (its split backward keeps the weight-gradient
-inputs until the deferred W step; estimated as interleaved 1F1B, approximate),
-and bf16 (the terms follow the code, but only fp32 is checked).
+Zero bubble splits each backward: the input backward (I) frees the loss's
+tensors, the deferred weight backward (W) the rest, and W lags I by
+``pp_rank`` steps (torch's ``ScheduleInterleavedZeroBubble``), so the later
+ranks hold more. Not checked: bf16 (the terms follow the code; only fp32 is
+measured).
 Activation checkpointing keeps each block's input (T'*h*a) plus the tables.
 """
 
@@ -68,8 +70,13 @@ def head_bytes(spec: DecoderSpec, plan, tokens: int, a: int) -> int:
     """Final norm, head input, log-softmax, targets and the loss's scalars of one micro-batch."""
     t, h = plan.tp, spec.hidden
     local = tokens // t if t > 1 and plan.sequence_parallel else tokens
-    vocab = spec.vocab // t if t > 1 and plan.loss_parallel else spec.vocab
-    return _norm(local, h, a) + tokens * h * a + tokens * vocab * FP32 + tokens * INDEX + 2 * FP32
+    return _norm(local, h, a) + tokens * h * a + loss_bytes(spec, plan, tokens)
+
+
+def loss_bytes(spec: DecoderSpec, plan, tokens: int) -> int:
+    """The loss's part of ``head_bytes``: fp32 log-softmax, targets, two scalars (freed by the input backward)."""
+    vocab = spec.vocab // plan.tp if plan.tp > 1 and plan.loss_parallel else spec.vocab
+    return tokens * vocab * FP32 + tokens * INDEX + 2 * FP32
 
 
 def _stage_layers(spec: DecoderSpec, plan, stage: int) -> int:
@@ -83,7 +90,12 @@ def microbatch_rows(batch: int, microbatches: int) -> list[int]:
 
 
 def schedule_order(plan, pp_rank: int) -> list[tuple[str, int, int]]:
-    """The rank's compute order: ("F" | "B", local stage index, micro-batch), as torch issues it."""
+    """The rank's compute order, as torch issues it: (kind, local stage index, micro-batch).
+
+    Kinds: "F" forward, "B" full backward; the zero-bubble schedule splits the
+    backward into "I" (input gradients, sent upstream at once) and "W" (weight
+    gradients, deferred).
+    """
     m, p, v = plan.microbatches, plan.pp, plan.virtual_stages
     if p == 1:
         return [("F", 0, 0), ("B", 0, 0)]
@@ -95,29 +107,36 @@ def schedule_order(plan, pp_rank: int) -> list[tuple[str, int, int]]:
             if warm + i < m:
                 order.append(("F", 0, warm + i))
         return order
+    zero_bubble = plan.pp_schedule == "zero_bubble"
     per_round = m // max(1, m // p)
-    warm = min((v - 1) * per_round + 2 * (p - 1 - pp_rank), m * v)
-    fwd = [0] * v
-    bwd = [0] * v
-    order = []
+    # torch's _get_warmup_ops: 2 per hop from the last rank (1 for zero bubble), capped at all chunks.
+    warm = min((v - 1) * per_round + (1 if zero_bubble else 2) * (p - 1 - pp_rank), m * v)
+    count = {"F": [0] * v, "B": [0] * v, "I": [0] * v, "W": [0] * v}
+    order, backward_ops = [], []
 
-    def forward(op):
-        local = (op // per_round) % v
-        order.append(("F", local, fwd[local]))
-        fwd[local] += 1
+    def act(kind, local):
+        order.append((kind, local, count[kind][local]))
+        count[kind][local] += 1
 
     def backward(op):
-        local = v - 1 - ((op - warm) // per_round) % v
-        order.append(("B", local, bwd[local]))
-        bwd[local] += 1
+        act("I" if zero_bubble else "B", v - 1 - ((op - warm) // per_round) % v)
+        backward_ops.append(op)
+        # Zero bubble: the weight backwards lag the input backwards by pp_rank (torch's num_1f1b_microbatches).
+        if zero_bubble and op - warm >= pp_rank:
+            act("W", v - 1 - ((backward_ops[count_w()] - warm) // per_round) % v)
+
+    def count_w():
+        return sum(count["W"])
 
     for op in range(warm):
-        forward(op)
+        act("F", (op // per_round) % v)
     for op in range(warm, m * v):
-        forward(op)
+        act("F", (op // per_round) % v)
         backward(op)
     for op in range(m * v, m * v + warm):
         backward(op)
+    while zero_bubble and count_w() < len(backward_ops):
+        act("W", v - 1 - ((backward_ops[count_w()] - warm) // per_round) % v)
     return order
 
 
@@ -140,6 +159,9 @@ def rank_activation_bytes(spec: DecoderSpec, plan, pp_rank: int, *, batch: int, 
     def buffer(stage: int, r: int) -> int:  # the received input that PipelineStage keeps
         return 0 if stage == 0 else r * seq_local * spec.hidden * a
 
+    def loss(stage: int, r: int) -> int:
+        return loss_bytes(spec, plan, r * seq_len) if stage == plan.num_stages - 1 else 0
+
     held = batch * seq_len * INDEX if 0 in stages else 0  # the step's token ids
     peak = held
     for kind, local, mb in schedule_order(plan, pp_rank):
@@ -147,8 +169,12 @@ def rank_activation_bytes(spec: DecoderSpec, plan, pp_rank: int, *, batch: int, 
         if kind == "F":
             held += chunk(stage, r)
             peak = max(peak, held)
-        else:
+        elif kind == "B":
             held -= chunk(stage, r) - buffer(stage, r)
+        elif kind == "I":  # the loss needs nothing more; the layers keep what their weight gradients need
+            held -= loss(stage, r)
+        else:  # "W"
+            held -= chunk(stage, r) - buffer(stage, r) - loss(stage, r)
     return peak
 
 
