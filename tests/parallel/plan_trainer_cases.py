@@ -50,3 +50,22 @@ def plan_cases(rank, world, output_dir, plan, batch):
     resumed = preference_run("dpo", f"{output_dir}/resumed", batch, parallel=plan, **dict(CASES[0][1]),
                              resume=f"{output_dir}/0/checkpoint-2")
     return parity, resumed
+
+
+if __name__ == "__main__":  # the dp_shard=2 x tp=2 check (world 4), too slow for the test run:
+    # cd tests/parallel && PYTHONPATH=../../python:. python plan_trainer_cases.py
+    import tempfile
+
+    from shardkit.testing import spawn
+
+    out = tempfile.mkdtemp()
+    results = spawn(plan_cases, 4, args=(out, {"dp_shard": 2, "tp": 2}, 2), timeout=900)
+    for i, (kind, kw) in enumerate(CASES):
+        want = preference_run(kind, f"{out}/ref{i}", 4, **dict(kw))
+        got = results[0][0][i]
+        for key in ("loss", "grad_norm"):
+            rel = max(abs(a[key] - b[key]) / abs(b[key]) for a, b in zip(got, want, strict=True))
+            print(f"{kind}: {len(want)} steps, max relative difference of {key} {rel:.1e}")
+        print(f"{kind}: every rank logs the same: {all(r[0][i] == got for r in results)}")
+    whole, resumed = results[0][0][0], results[0][1]
+    print("resumed at step 2, steps 3-4 bit for bit:", resumed[2:] == whole[2:])
