@@ -68,7 +68,9 @@ def rank_param_numel(spec: DecoderSpec, plan, pp_rank: int) -> int:
 
 
 def in_flight_microbatches(plan) -> float:
-    """Micro-batches whose activations the busiest pipeline rank holds at once."""
+    """The textbook count of micro-batches in flight on pipeline rank 0: GPipe m, 1F1B min(m, p), interleaved
+    min(m, p + (p - 1) / v) (Megatron-LM). A summary only: ``parallel_activations.rank_activation_bytes`` replays
+    each rank's exact order (zero bubble's deferred weight backwards and the last stage's head included)."""
     m, p, v = plan.microbatches, plan.pp, plan.virtual_stages
     if p == 1:
         return 1.0
