@@ -46,3 +46,11 @@ def test_resume_under_tp2_replays_the_run(tp2):
 def test_unsupported_plans_are_refused_when_the_trainer_is_built(tmp_path):
     with pytest.raises(ValueError, match=r"parallel\.pp"):
         tc.preference_run("dpo", str(tmp_path), 2, parallel={"pp": 2, "microbatches": 2})
+    from shardkit.models.reward_head import GPTForSequenceClassification
+    from shardkit.trainers import RewardConfig, RewardTrainer
+    from shardkit.trainers.toy import char_tokenizer, toy_records
+
+    reward_model = GPTForSequenceClassification(tc._gpt(38))
+    with pytest.raises(ValueError, match="parallel: RewardTrainer is not supported"):
+        RewardTrainer(reward_model, args=RewardConfig(output_dir=str(tmp_path), parallel={"tp": 2}),
+                      train_dataset=toy_records("preference", 4), processing_class=char_tokenizer())

@@ -38,7 +38,7 @@ from shardkit.trainers.setup import build_optimizer, lr_lambda
 
 
 def check_trainer(trainer, plan) -> None:
-    """Refuse (TypeError / ValueError naming the field) a trainer or setting the plan's loops do not run.
+    """Refuse (ValueError naming the field) a trainer or setting the plan's loops do not run.
 
     Called when a trainer with ``args.parallel`` is built, and again by ``train``."""
     from shardkit.trainers.dpo import DPOTrainer
@@ -46,9 +46,10 @@ def check_trainer(trainer, plan) -> None:
     from shardkit.trainers.sft import SFTTrainer
 
     if not isinstance(trainer, (SFTTrainer, DPOTrainer, KTOTrainer)):
-        raise TypeError(
-            f"args.parallel: {type(trainer).__name__} is not supported under a ParallelPlan yet "
-            "(pretrain, sft, dpo and kto are); remove the [parallel] table"
+        raise ValueError(
+            f"parallel: {type(trainer).__name__} is not supported under a ParallelPlan yet "
+            "(pretrain, sft, dpo and kto are; its loop and model are not laid out by a plan); "
+            "remove the [parallel] table"
         )
     if isinstance(trainer, (DPOTrainer, KTOTrainer)):
         from shardkit.trainers.plan_preference import check
