@@ -301,6 +301,16 @@ def world4_cases(rank, world_size, plans, num_layers):
     )
 
 
+ACTIVATION_PLANS = [  # tests/parallel/test_parallel_memory.py, on 2 ranks
+    {"tp": 2},  # SP: norms on T / 2 positions, the linears' inputs gathered to T
+    {"tp": 2, "sequence_parallel": False, "loss_parallel": False},
+    {"tp": 2, "activation_checkpointing": True},
+    {"pp": 2, "pp_schedule": "1f1b", "microbatches": 2},  # stage 0: 2 in flight, stage 1: 1
+    {"pp": 2, "pp_schedule": "interleaved_1f1b", "microbatches": 4},
+    {"pp": 2, "pp_schedule": "zero_bubble", "microbatches": 4},  # weight backwards deferred
+]
+
+
 def activation_peaks(rank, world_size, plans, num_layers=4):
     """Per plan: the most saved-activation bytes this rank held at once during one step (DTensors by
     their local shards), counted with saved-tensor hooks (``SavedActivationCounter(track_peak=True)``)."""

@@ -43,6 +43,15 @@ CASES = [
 ]
 
 
+def world2_tp_cases(rank, world, output_dir):
+    """What the world-2 tests of test_parallel_memory and test_parallel_preference need, in one spawn
+    (process start-up is most of their time): activation peaks per plan, then the tp=2 trainer runs."""
+    import parallel_cases as pc
+
+    return {"activations": pc.activation_peaks(rank, world, pc.ACTIVATION_PLANS),
+            "preference": plan_cases(rank, world, output_dir, {"tp": 2}, 4)}
+
+
 def plan_cases(rank, world, output_dir, plan, batch):
     """The CASES under ``plan`` (rank 0 writes checkpoints to ``output_dir/<i>``), then DPO resumed from step 2."""
     parity = [preference_run(kind, f"{output_dir}/{i}", batch, parallel=plan, **dict(kw))

@@ -9,7 +9,6 @@ order in torch) fails here.
 
 import parallel_cases as pc
 import pytest
-from shardkit.testing import spawn
 
 pytestmark = [pytest.mark.distributed]
 
@@ -34,16 +33,9 @@ def test_one_process_activations_are_exact():
     assert measured == _estimate({}, 0)
 
 
-def test_tp2_and_pp2_activations_per_rank_are_exact():
-    plans = [
-        {"tp": 2},  # SP: norms on T / 2 positions, the linears' inputs gathered to T
-        {"tp": 2, "sequence_parallel": False, "loss_parallel": False},
-        {"tp": 2, "activation_checkpointing": True},
-        {"pp": 2, "pp_schedule": "1f1b", "microbatches": 2},  # stage 0: 2 in flight, stage 1: 1
-        {"pp": 2, "pp_schedule": "interleaved_1f1b", "microbatches": 4},
-        {"pp": 2, "pp_schedule": "zero_bubble", "microbatches": 4},  # weight backwards deferred
-    ]
-    results = spawn(pc.activation_peaks, 2, args=(plans,), timeout=180)
+def test_tp2_and_pp2_activations_per_rank_are_exact(world2_tp):
+    plans = pc.ACTIVATION_PLANS
+    results = [r["activations"] for r in world2_tp[1]]
     single = _estimate({}, 0)
     for i, kw in enumerate(plans):
         pp = kw.get("pp", 1)

@@ -3,17 +3,16 @@ a run saved and resumed under the plan continues as the uninterrupted run."""
 
 import plan_trainer_cases as tc
 import pytest
-from shardkit.testing import spawn
 
 pytestmark = [pytest.mark.distributed]
 REL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def tp2(tmp_path_factory):
-    """One world-2 spawn (tp=2, 4 rows per step) for the tests below: process start-up dominates."""
-    out = tmp_path_factory.mktemp("tp2")
-    return out, spawn(tc.plan_cases, 2, args=(str(out), {"tp": 2}, 4), timeout=240)
+def tp2(world2_tp):
+    """tp=2, 4 rows per step (the shared world-2 spawn of conftest.py)."""
+    out, results = world2_tp
+    return out, [r["preference"] for r in results]
 
 
 def test_dpo_and_kto_under_tp2_match_one_process(tp2):
