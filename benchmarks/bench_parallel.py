@@ -12,6 +12,11 @@ step times only compare layouts measured in the same run.
   next to ``shardkit.fsdp.shard()`` on the same model and batch (the sharding
   choice of ``shardkit.parallel.parallelize``); pp=2 under each schedule.
   On 4 ranks: tp2 x pp2 and dp_shard2 x tp2.
+* Saved activations: the peak of saved-for-backward bytes alive at once on
+  each rank during one step (saved-tensor hooks, DTensors by local shard),
+  next to ``shardkit.memory.parallel_activations`` per pipeline rank (layouts
+  without data parallelism: under ``fully_shard`` the gathered weights that
+  autograd saves would count as activations).
 * Bubble: each pipeline rank times its stage computations
   (``forward_one_chunk``, ``backward_one_chunk``, ``backward_weight_one_chunk``);
   measured bubble = 1 - busy / step wall time, averaged over ranks, next to
@@ -29,6 +34,7 @@ import time
 
 import torch
 from shardkit.bench._common import machine_info
+from shardkit.memory import SavedActivationCounter
 from shardkit.models import GPT, GPTConfig
 
 CONFIG = {
@@ -109,8 +115,16 @@ def _run_plan(kw: dict, steps: int) -> dict:
     busy, times, bubbles = [0.0], [], []
     _time_stage_compute(pm, busy)
     state = 0
-    for step in range(steps + 1):  # step 0 warms up
+    saved = None
+    for step in range(steps + 2):  # step 0 warms up; the last one only counts saved activations
         ids = _batch(BATCH * plan.dp, step)[d * BATCH : (d + 1) * BATCH]
+        if step == steps + 1:
+            if plan.dp == 1:  # under fully_shard the gathered weights would count as saves
+                with SavedActivationCounter(exclude=list(pm.parameters()), track_peak=True) as c:
+                    pm.forward_backward(ids)
+                saved = c.peak_bytes
+            pm.zero_grad()
+            break
         dist.barrier()
         busy[0] = 0.0
         t = time.perf_counter()
@@ -129,6 +143,8 @@ def _run_plan(kw: dict, steps: int) -> dict:
     return {
         "times": times,
         "state_bytes": state,
+        "saved_bytes": saved,
+        "pp_rank": 0 if pm.mesh is None else pm.mesh.get_local_rank("pp"),
         "bubble": statistics.mean(bubbles) if plan.pp > 1 else None,
     }
 
@@ -189,6 +205,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--out", default="benchmarks/out/parallel.json")
     args = parser.parse_args(argv)
+    from shardkit.memory.parallel_activations import rank_activation_bytes
     from shardkit.memory.parallel_terms import parallel_estimate
     from shardkit.memory.spec import DecoderSpec
     from shardkit.parallel import ParallelPlan, bubble_formula
@@ -221,6 +238,14 @@ def main(argv=None) -> dict:
                 row["state_bytes_estimated"] = (
                     est["params"] + est["grads"] + est["optimizer_state"]
                 )
+                if plan.dp == 1:  # activation peak per pipeline rank: measured, estimated
+                    row["activations_by_pp_rank"] = {
+                        r["pp_rank"]: [r["saved_bytes"], rank_activation_bytes(
+                            spec, plan, r["pp_rank"], batch=BATCH, seq_len=SEQ)]
+                        for r in per_rank
+                    }
+                    row["activations_max_rank"] = max(r["saved_bytes"] for r in per_rank)
+                    row["activations_estimated"] = est["activations"]
                 if plan.pp > 1:
                     row["bubble_measured"] = statistics.mean(
                         r["bubble"] for r in per_rank

@@ -299,3 +299,29 @@ def world4_cases(rank, world_size, plans, num_layers):
     return run_plans(rank, world_size, plans, num_layers), fused_adamw_losses(
         {"dp_shard": 2, "tp": 2}
     )
+
+
+ACTIVATION_PLANS = [  # tests/parallel/test_parallel_memory.py, on 2 ranks
+    {"tp": 2},  # SP: norms on T / 2 positions, the linears' inputs gathered to T
+    {"tp": 2, "sequence_parallel": False, "loss_parallel": False},
+    {"tp": 2, "activation_checkpointing": True},
+    {"pp": 2, "pp_schedule": "1f1b", "microbatches": 2},  # stage 0: 2 in flight, stage 1: 1
+    {"pp": 2, "pp_schedule": "interleaved_1f1b", "microbatches": 4},
+    {"pp": 2, "pp_schedule": "zero_bubble", "microbatches": 4},  # weight backwards deferred
+]
+
+
+def activation_peaks(rank, world_size, plans, num_layers=4):
+    """Per plan: the most saved-activation bytes this rank held at once during one step (DTensors by
+    their local shards), counted with saved-tensor hooks (``SavedActivationCounter(track_peak=True)``)."""
+    from shardkit import parallel
+    from shardkit.memory import SavedActivationCounter
+
+    peaks = []
+    for kw in plans:
+        pm = parallel.parallelize(tiny_gpt(num_layers), parallel.ParallelPlan(**kw))
+        ids = batch(0)[replica_rows(pm)]
+        with SavedActivationCounter(exclude=list(pm.parameters()), track_peak=True) as saved:
+            pm.forward_backward(ids)
+        peaks.append(saved.peak_bytes)
+    return peaks

@@ -5,6 +5,8 @@ optimizer's state tensors. Activations: unique storages that autograd saves
 for backward, seen through ``torch.autograd.graph.saved_tensors_hooks``.
 Storages are keyed by their C++ storage object, so views of one buffer count
 once and meta-device tensors (which all have data pointer 0) still count.
+A DTensor counts as its local shard (what this rank holds); a pending
+functional-collective result as the buffer it wraps.
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor whose storage this rank really holds: a DTensor's local shard, an
+    ``AsyncCollectiveTensor``'s buffer (its wrapper's storage is a placeholder that dies early)."""
+    local = getattr(tensor, "_local_tensor", None)  # DTensor
+    tensor = tensor if local is None else local
+    elem = getattr(tensor, "elem", None)  # torch.distributed._functional_collectives.AsyncCollectiveTensor
+    return elem if isinstance(elem, torch.Tensor) else tensor
+
+
 def _storage_key(tensor: torch.Tensor) -> int:
-    return tensor.untyped_storage()._cdata
+    return _local(tensor).untyped_storage()._cdata
 
 
 def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
@@ -26,7 +37,7 @@ def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
     seen: dict[int, int] = {}
     for tensor in tensors:
         if isinstance(tensor, torch.Tensor):
-            seen[_storage_key(tensor)] = tensor.untyped_storage().nbytes()
+            seen[_storage_key(tensor)] = _local(tensor).untyped_storage().nbytes()
     return sum(seen.values())
 
 
@@ -64,7 +75,11 @@ class SavedActivationCounter:
 
     Parameters and buffers of ``exclude`` are not activations and are skipped.
     Only storages still alive when read are counted, so a graph dropped inside
-    the context does not inflate the total. Inside a region that installs its
+    the context does not inflate the total. DTensors count as their local
+    shards. ``track_peak=True`` also keeps ``peak_bytes``, the most saved
+    bytes alive at once: live bytes only grow when something is saved, so
+    summing them at every save finds the exact peak (a pipeline rank's
+    in-flight micro-batches), at a cost linear in the live saves per save. Inside a region that installs its
     own hooks (a checkpointed block), only what that region keeps through the
     outer hooks is seen, which for non-reentrant checkpointing is its inputs:
     exactly the memory it holds.
@@ -74,7 +89,7 @@ class SavedActivationCounter:
         saved.bytes
     """
 
-    def __init__(self, exclude: nn.Module | Iterable[torch.Tensor] | None = None):
+    def __init__(self, exclude: nn.Module | Iterable[torch.Tensor] | None = None, *, track_peak: bool = False):
         if isinstance(exclude, nn.Module):
             tensors: Iterable[Any] = [*exclude.parameters(), *exclude.buffers()]
         else:
@@ -82,6 +97,8 @@ class SavedActivationCounter:
         self._excluded = {_storage_key(t) for t in tensors}
         self._seen: dict[int, tuple[StorageWeakRef, int, str]] = {}
         self._tag = ""
+        self._track_peak = track_peak
+        self.peak_bytes = 0
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda saved: saved)
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -89,8 +106,11 @@ class SavedActivationCounter:
         if key not in self._excluded:
             known = self._seen.get(key)
             if known is None or known[0].expired():  # a freed storage's key can be reused
-                storage = tensor.untyped_storage()
+                storage = _local(tensor).untyped_storage()
                 self._seen[key] = (StorageWeakRef(storage), storage.nbytes(), self._tag)
+            if self._track_peak:
+                self._seen = {k: v for k, v in self._seen.items() if not v[0].expired()}
+                self.peak_bytes = max(self.peak_bytes, sum(v[1] for v in self._seen.values()))
         # Returning ``tensor`` itself would make a saved output own its own
         # grad_fn: a reference cycle through C++ that is never freed. A detached
         # alias shares the storage; autograd restores the graph links on unpack.

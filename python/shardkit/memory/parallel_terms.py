@@ -8,25 +8,18 @@ fullest rank). So parameters, gradients and optimizer state fall as about
 1 / (tp * pp * dp_shard), except the replicated norm weights. The busiest
 pipeline rank is reported (the stage with most parameters).
 
-Activations (``shardkit.memory.activations`` terms per micro-batch of
-``batch / microbatches`` rows): attention and MLP terms / tp; the norm terms
-/ tp only under sequence parallelism (without it every TP rank holds the
-whole sequence there), less the norm outputs that the column-parallel
-linears keep all-gathered at full length either way. Each stage holds several micro-batches in flight:
-GPipe all m; 1F1B the first stage min(m, p); interleaved 1F1B
-min(m, p + (p - 1) / v) micro-batches' worth of the rank's layers (Megatron-LM's
-accounting). The model-state terms are checked exactly against the local
-elements every gloo layout in ``tests/parallel`` holds; the activation terms
-are the formula above and not yet checked against measured saves (autograd
-saves DTensor wrappers, which ``SavedActivationCounter`` does not yet count
-by their local storage).
+Activations: ``shardkit.memory.parallel_activations`` (TP / SP terms of the
+GPT, and each pipeline rank's peak over its schedule's order of forwards and
+backwards), exact in fp32 against the saved tensors measured per rank. The
+model-state terms are checked exactly against the local elements every gloo
+layout in ``tests/parallel`` holds.
 """
 
 from __future__ import annotations
 
 import math
 
-from shardkit.memory import activations as act
+from shardkit.memory import parallel_activations
 from shardkit.memory.spec import DecoderSpec
 
 _OPTIMIZER_STATE_BYTES = {
@@ -75,7 +68,9 @@ def rank_param_numel(spec: DecoderSpec, plan, pp_rank: int) -> int:
 
 
 def in_flight_microbatches(plan) -> float:
-    """Micro-batches whose activations the busiest pipeline rank holds at once."""
+    """The textbook count of micro-batches in flight on pipeline rank 0: GPipe m, 1F1B min(m, p), interleaved
+    min(m, p + (p - 1) / v) (Megatron-LM). A summary only: ``parallel_activations.rank_activation_bytes`` replays
+    each rank's exact order (zero bubble's deferred weight backwards and the last stage's head included)."""
     m, p, v = plan.microbatches, plan.pp, plan.virtual_stages
     if p == 1:
         return 1.0
@@ -105,33 +100,8 @@ def parallel_estimate(
             f"optimizer: expected one of {sorted(_OPTIMIZER_STATE_BYTES)}, got {optimizer!r}"
         )
     numel = max(rank_param_numel(spec, plan, r) for r in range(plan.pp))
-    mb_tokens = (
-        math.ceil(batch / plan.microbatches) * seq_len
-        if plan.pp > 1
-        else batch * seq_len
-    )
-    terms = act.block_terms(spec, mb_tokens, precision_bytes)
-    t = plan.tp
-    gathered = (
-        2 * mb_tokens * spec.hidden * precision_bytes
-    )  # the q/k/v and gate/up input, full T
-    if t > 1 and plan.sequence_parallel:
-        # The norms run on T / tp positions; the column-parallel linears save the
-        # all-gathered (full T) input that DTensor hands them, as without SP.
-        norms = (terms["norms"] - gathered) // t + gathered
-    else:
-        norms = terms["norms"]
-    per_block = norms + (terms["attention"] + terms["mlp"]) // t
-    if plan.activation_checkpointing:
-        per_block = act.checkpointed_block_bytes(spec, mb_tokens, precision_bytes) // (
-            t if plan.sequence_parallel else 1
-        )
-    layers_per_rank = math.ceil(spec.layers / plan.pp)
-    head = (
-        act.head_bytes(spec, mb_tokens, precision_bytes) // t
-    )  # vocabulary-sharded log-softmax dominates
-    activations = (
-        int(in_flight_microbatches(plan) * (layers_per_rank * per_block)) + head
+    activations = parallel_activations.activation_bytes(
+        spec, plan, batch=batch, seq_len=seq_len, precision_bytes=precision_bytes
     )
     out = {
         "params": numel * precision_bytes,

@@ -12,6 +12,7 @@
 See ``parallelize.py`` for the composition order and the sharding choice.
 """
 
+from shardkit.parallel.causal_lm import PlanCausalLM
 from shardkit.parallel.grad_norm import clip_grad_norm_
 from shardkit.parallel.parallelize import ParallelModel, build_mesh, parallelize
 from shardkit.parallel.pipeline import GPTStage, bubble_formula, layer_split
@@ -29,6 +30,7 @@ __all__ = [
     "GPTStage",
     "ParallelModel",
     "ParallelPlan",
+    "PlanCausalLM",
     "bubble_formula",
     "build_mesh",
     "clip_grad_norm_",

@@ -89,6 +89,11 @@ class BaseTrainer:
         self.eval_examples = None if eval_dataset is None else self.prepare_examples(self._records(eval_dataset), "eval")
         if not self.train_examples:
             raise ValueError("train_dataset has no usable examples after tokenization")
+        if args.parallel is not None:  # refuse what the plan's loops do not run now, not at train()
+            from shardkit.parallel import ParallelPlan
+            from shardkit.trainers.plan_loop import check_trainer
+
+            check_trainer(self, ParallelPlan.from_dict(args.parallel))
         self.state = TrainerState()
         self.optimizer = self.lr_scheduler = None
         self._metrics = MetricBuffer()
@@ -136,6 +141,14 @@ class BaseTrainer:
         records = load_records(dataset, self.dataset_kinds)
         self.dataset_kind = detect_kind(records[0], self.dataset_kinds, "dataset")
         return records
+
+    def data_parallel_size(self) -> int:
+        """Replicas that see different rows: the plan's ``dp`` under ``args.parallel``, else every rank."""
+        if self.args.parallel is not None:
+            from shardkit.parallel import ParallelPlan
+
+            return ParallelPlan.from_dict(self.args.parallel).dp
+        return data_parallel.data_parallel_world()
 
     @property
     def batches_per_epoch(self) -> int:

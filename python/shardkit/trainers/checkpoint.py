@@ -163,6 +163,10 @@ def load(trainer, path: str) -> None:
         raise FileNotFoundError(f"resume_from_checkpoint={path!r}: no trainer_state.json there")
     with open(state_path) as f:
         state = json.load(f)
+    saved_plan = state.get("config", {}).get("parallel")
+    if saved_plan != trainer.args.parallel:  # a plan's checkpoint holds per-rank shards (trainers/plan_checkpoint.py)
+        raise ValueError(f"parallel: the checkpoint {path!r} was written under {saved_plan}, this run has "
+                         f"{trainer.args.parallel}; resume under the same plan, or load its model.safetensors")
     from shardkit import fsdp
 
     if fsdp.is_sharded(trainer.model):

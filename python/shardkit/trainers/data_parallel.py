@@ -28,8 +28,15 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def _is_plan_model(model) -> bool:
+    """A ``shardkit.parallel.PlanCausalLM`` (checked by name: parallel sits above the trainers' helpers)."""
+    return type(model).__name__ == "PlanCausalLM" and hasattr(model, "all_reduce_")
+
+
 def is_sharded(model: torch.nn.Module) -> bool:
     """True when ``model`` is sharded over ranks (``shard()`` with a group; one process sharding alone is not)."""
+    if _is_plan_model(model):  # its TP ranks must see the same rows: not split like data-parallel ranks
+        return False
     if fsdp2_engine.is_fsdp2(model):
         return True
     from shardkit import fsdp
@@ -41,8 +48,11 @@ def all_reduce_(values: torch.Tensor, op: str, model: torch.nn.Module) -> torch.
     """Reduce ``values`` (float64, contiguous) over the ranks in place with ``op`` (sum, min or max).
 
     Untouched when the model is not sharded. ``shardkit.comm`` reduces host tensors: a device tensor goes through
-    a host copy (a sync, only when sharded).
+    a host copy (a sync, only when sharded). A ``shardkit.parallel.PlanCausalLM`` reduces over its plan's
+    data-parallel axes (its TP ranks hold the same values).
     """
+    if _is_plan_model(model):
+        return model.all_reduce_(values, op)
     if fsdp2_engine.is_fsdp2(model):
         return fsdp2_engine.all_reduce_(values, op, model)
     if is_sharded(model):
@@ -76,7 +86,7 @@ def rank_rows(start: int, stop: int, model: torch.nn.Module) -> range:
     counts reduced over ranks then scale alike.
     """
     world, n = (data_parallel_world() if is_sharded(model) else 1), stop - start
-    if n < world:
+    if n < world or world == 1:  # world 1: every row, whatever this process's rank
         return range(start, stop)
     r = rank()
     return range(start + r * n // world, start + (r + 1) * n // world)

@@ -64,7 +64,7 @@ class KTOTrainer(PreferenceTrainer):
         if self.args.max_length is not None:
             examples = [e for e in examples if len(e["prompt_ids"]) < self.args.max_length]
         bs = self.args.per_device_train_batch_size if split == "train" else self.args.per_device_eval_batch_size
-        add_mismatched_completions(examples, bs * data_parallel.data_parallel_world())
+        add_mismatched_completions(examples, bs * self.data_parallel_size())
         return examples
 
     def collate(self, examples):

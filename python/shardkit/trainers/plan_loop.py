@@ -11,12 +11,16 @@ PP ranks of one replica see the same rows, so a global micro-batch is
 ``dp_replicate * dp_shard * per_device_train_batch_size`` examples. The
 logged ``loss`` and ``grad_norm`` are global, as without a plan.
 
+DPO and KTO (pp = 1) run their own loss through ``trainers/plan_preference.py``.
+
 Scope: next-token trainers (pretrain, SFT) on a shardkit GPT, one
 micro-batch per step from the data loader (``gradient_accumulation_steps=1``;
 the pipeline's ``microbatches`` split it). Positions are 0..T-1, so packed
 rows (documents restarting positions) are refused; right padding is exact.
-The final checkpoint is the full model (``model.safetensors``, loadable by one
-process); resuming is not supported yet.
+Checkpoints (``save_steps`` and the last step; ``trainers/plan_checkpoint.py``)
+hold the full model (``model.safetensors``, loadable by one process) and each
+rank's shards and optimizer state, from which ``resume_from_checkpoint``
+continues the run exactly under the same plan.
 """
 
 from __future__ import annotations
@@ -28,21 +32,35 @@ import time
 import torch
 import torch.distributed as dist
 
-from shardkit import atomic
-from shardkit.trainers.checkpoint import _PATTERN
+from shardkit.trainers import plan_checkpoint
 from shardkit.trainers.metrics_log import MetricsLog
 from shardkit.trainers.setup import build_optimizer, lr_lambda
 
 
-def _check(trainer, plan, resume_from_checkpoint) -> None:
-    from shardkit.models import GPT
+def check_trainer(trainer, plan) -> None:
+    """Refuse (ValueError naming the field) a trainer or setting the plan's loops do not run.
+
+    Called when a trainer with ``args.parallel`` is built, and again by ``train``."""
+    from shardkit.trainers.dpo import DPOTrainer
+    from shardkit.trainers.kto import KTOTrainer
     from shardkit.trainers.sft import SFTTrainer
 
-    if not isinstance(trainer, SFTTrainer):
-        raise TypeError(
-            f"args.parallel: {type(trainer).__name__} is not supported under a ParallelPlan yet "
-            "(pretrain and sft are); remove the [parallel] table"
+    if not isinstance(trainer, (SFTTrainer, DPOTrainer, KTOTrainer)):
+        raise ValueError(
+            f"parallel: {type(trainer).__name__} is not supported under a ParallelPlan yet "
+            "(pretrain, sft, dpo and kto are; its loop and model are not laid out by a plan); "
+            "remove the [parallel] table"
         )
+    if isinstance(trainer, (DPOTrainer, KTOTrainer)):
+        from shardkit.trainers.plan_preference import check
+
+        check(trainer, plan)
+
+
+def _check(trainer, plan, resume_from_checkpoint) -> None:
+    from shardkit.models import GPT
+
+    check_trainer(trainer, plan)
     if not isinstance(trainer.model, GPT):
         raise TypeError(
             f"args.parallel: the plan lays out a shardkit GPT, got {type(trainer.model).__name__}"
@@ -51,12 +69,14 @@ def _check(trainer, plan, resume_from_checkpoint) -> None:
         raise ValueError(
             "args.gradient_accumulation_steps: must be 1 under a ParallelPlan; use parallel.microbatches"
         )
-    if resume_from_checkpoint is not None:
-        raise ValueError(
-            "resume_from_checkpoint: resuming under a ParallelPlan is not supported yet"
-        )
     if trainer.args.bf16:
         raise ValueError("args.bf16: not supported under a ParallelPlan yet")
+
+
+def _is_sft(trainer) -> bool:
+    from shardkit.trainers.sft import SFTTrainer
+
+    return isinstance(trainer, SFTTrainer)
 
 
 def _join(plan) -> None:
@@ -104,6 +124,10 @@ def train_with_plan(trainer, resume_from_checkpoint=None):
     _join(plan)
     pm = parallel.parallelize(trainer.model, plan)
     trainer.parallel_model = pm
+    if not _is_sft(trainer):  # DPO, KTO: their own compute_loss through parallel.PlanCausalLM
+        from shardkit.trainers.plan_preference import train_preference_with_plan
+
+        return train_preference_with_plan(trainer, plan, pm, _replica(pm), resume_from_checkpoint)
     bs, n = args.per_device_train_batch_size, len(trainer.train_examples)
     per_epoch = math.ceil(n / (bs * plan.dp))
     total = (
@@ -115,8 +139,11 @@ def train_with_plan(trainer, resume_from_checkpoint=None):
     optimizer = build_optimizer(params, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
     trainer.optimizer, trainer.lr_scheduler = optimizer, scheduler
+    if resume_from_checkpoint is not None:
+        plan_checkpoint.load(trainer, pm, resume_from_checkpoint)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    log = MetricsLog(args, total, enabled=rank == 0)
+    log = MetricsLog(args, total, initial=trainer.state.global_step, enabled=rank == 0,
+                     history=trainer.state.log_history)
     replica = _replica(pm)
     pm.train()
     try:
@@ -162,30 +189,10 @@ def train_with_plan(trainer, resume_from_checkpoint=None):
                 }
                 trainer.state.log_history.append(entry)
                 log.write(entry)
+            if args.save_steps and done % args.save_steps == 0 and done != total:
+                plan_checkpoint.save(trainer, pm)
             log.advance()
-        _save(pm, args, trainer.state.global_step)
+        plan_checkpoint.save(trainer, pm)
     finally:
         log.close()
     return trainer.state
-
-
-def _save(pm, args, step: int) -> None:
-    """``checkpoint-<step>/model.safetensors``: the full model, written by rank 0 through the atomic writer."""
-    from shardkit.parallel import full_state_dict
-
-    state = full_state_dict(pm)  # collective
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank == 0:
-        from safetensors.torch import save_file
-
-        atomic.sweep(args.output_dir, _PATTERN)
-        final = os.path.join(args.output_dir, f"checkpoint-{step}")
-        tmp = atomic.staging_dir(final)
-        tensors = {k: v.contiguous() for k, v in state.items()}
-        atomic.write_atomic(
-            os.path.join(tmp, "model.safetensors"),
-            lambda path: save_file(tensors, path),
-        )
-        atomic.replace_dir(tmp, final)
-    if dist.is_initialized():
-        dist.barrier()
