@@ -95,6 +95,11 @@ class DecodeSnapshot:
         """Logits (B, V) of the last of ``ids`` (B, T), whose k/v go to cache slots [start, start+T)."""
         if ids.shape[1] == 1:
             return self._step(ids[:, 0], positions[:, 0], keys, values, start, mask)
+        return self._forward_any(ids, positions, keys, values, start, mask)
+
+    def _forward_any(self, ids: torch.Tensor, positions: torch.Tensor, keys: list, values: list, start: int,
+                     mask: torch.Tensor | None) -> torch.Tensor:
+        """``_forward`` for any T (the prefill, and the reference ``_step`` is tested against)."""
         cfg = self.config
         b, t = ids.shape
         h, hkv, d, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
