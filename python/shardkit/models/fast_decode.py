@@ -200,15 +200,22 @@ class DecodeSnapshot:
         out = torch.empty(b, total, dtype=input_ids.dtype, device=device)
         out[:, :t] = input_ids
         done = torch.zeros(b, dtype=torch.bool, device=device)
+        # Without stop tokens no row ever finishes: skip the bookkeeping and the per-token host sync of
+        # ``done.all()`` (on a GPU that sync would stall the launch queue at every token).
+        has_stops = len(stops) > 0
         n = 0
         for step in range(max_new_tokens):
             token = _sample(logits.float(), temperature, top_k, top_p, generator)  # (B,)
-            token = torch.where(done, torch.full_like(token, pad_token_id), token)
+            if has_stops:
+                token = torch.where(done, torch.full_like(token, pad_token_id), token)
             out[:, t + step] = token
             n = step + 1
-            done = done | torch.isin(token, stops)
-            if step == max_new_tokens - 1 or bool(done.all()):
+            if step == max_new_tokens - 1:
                 break
+            if has_stops:
+                done = done | torch.isin(token, stops)
+                if bool(done.all()):
+                    break
             step_mask = valid[:, None, None, :t + step + 1] if padded else None  # (B, 1, 1, L)
             logits = self._forward(token[:, None], next_pos, keys, values, t + step, step_mask)
             next_pos = next_pos + 1
