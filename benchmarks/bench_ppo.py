@@ -4,15 +4,19 @@ TRL's last PPO (1.12) is not installable beside TRL 1.16, so the anchor is the
 model stack TRL would run: HF ``LlamaForCausalLM`` (HF ``generate``) and
 ``LlamaForSequenceClassification`` value/reward models. The shardkit case
 holds the same weights as ``shardkit.models.GPT`` (``GPT.from_hf_llama``;
-scalar heads copied) and generates with ``shardkit.models.generation`` (KV
-cache, batched). Both go through ``PPOTrainer``, phase by phase: rollout
+scalar heads copied) and generates with ``DecodeSnapshot`` (KV cache,
+batched, weights read once per rollout batch). Both go through ``PPOTrainer``, phase by phase: rollout
 (generate), experience (4 no-grad forwards, GAE) and the PPO update
 (``num_ppo_epochs`` x ``num_mini_batches`` optimizer steps). Rounds alternate
 the two cases; each reports median [min, max] over rounds of the per-update
 mean, after a warm-up update. Times are process CPU seconds by default
-(``--clock wall`` for wall time).
+(``--clock wall`` for wall time), with one intra-op thread by default: with
+two or more, idle OpenMP workers spin-wait, and on a shared, oversubscribed
+machine that spinning is counted as CPU time (a 1-thread update took 0.4-0.6
+CPU s, the same update with 2 threads 8-9 CPU s under load 8), which swamps
+the model difference being measured.
 
-    python -m benchmarks.bench_ppo [--rounds 5] [--updates 3] [--threads 2] [--out benchmarks/out/ppo.json]
+    python -m benchmarks.bench_ppo [--rounds 5] [--updates 3] [--threads 1] [--out benchmarks/out/ppo.json]
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--updates", type=int, default=3, help="timed updates per round (after 1 warm-up)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (see the module doc)")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=32)

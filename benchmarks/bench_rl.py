@@ -14,12 +14,16 @@
   prompts (and 8), 64 new tokens each (no early stop), sampling at temperature 1;
   ours includes building the snapshot (once per generation batch).
 
+Times are wall seconds by default; ``--clock cpu`` takes process CPU seconds
+instead (with one thread, time the process spends descheduled on a shared
+machine is not counted; both sides run in this one process).
+
 TRL runs with ``gradient_checkpointing=False`` (its configs default to True;
 shardkit does not recompute), ``use_cpu=True``, no logging sinks. A step's time
 is the gap between consecutive step starts after warm-up steps; each figure is
 the median over all rounds, with the spread (min-max of the per-round medians).
 
-    python -m benchmarks.bench_rl [--rounds 3] [--steps 12] [--threads 1] [--out benchmarks/out/rl.json]
+    python -m benchmarks.bench_rl [--rounds 3] [--steps 12] [--threads 1] [--clock wall|cpu] [--out benchmarks/out/rl.json]
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ import tempfile
 import time
 
 import torch
+
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = ["wall"]  # set by main's --clock
+
+
+def _now() -> float:
+    return _CLOCKS[_clock[0]]()
+
 
 WARMUP = 3  # steps discarded; GRPO with num_iterations=2 alternates generating and non-generating steps
 COMMON = {"learning_rate": 1e-4, "lr_scheduler_type": "constant", "logging_steps": 1, "bf16": False, "optim": "adamw_torch",
@@ -102,10 +114,10 @@ def run_trl(kind: str, model, tok, data, steps: int, **kw):
 
     class StepClock(TrainerCallback):
         def on_step_begin(self, args, state, control, **_):
-            clock.starts.append(time.perf_counter())
+            clock.starts.append(_now())
 
         def on_train_end(self, args, state, control, **_):
-            clock.starts.append(time.perf_counter())
+            clock.starts.append(_now())
 
     with tempfile.TemporaryDirectory() as out:
         base = dict(output_dir=out, max_steps=steps, report_to="none", save_strategy="no", use_cpu=True,
@@ -143,12 +155,12 @@ def run_ours(kind: str, model, tok, data, steps: int, **kw):
 
         def micro_batch(index):  # the first micro-batch of a step starts its clock
             if index % trainer.args.gradient_accumulation_steps == 0:
-                clock.starts.append(time.perf_counter())
+                clock.starts.append(_now())
             return original(index)
 
         trainer.micro_batch = micro_batch
         state = trainer.train()
-        clock.starts.append(time.perf_counter())
+        clock.starts.append(_now())
     return clock.gaps(), [h["loss"] for h in state.log_history if "loss" in h]
 
 
@@ -168,16 +180,16 @@ def rollout_rates(hf_model, tok, batch: int, new_tokens: int, repeats: int):
     ids, mask = left_pad(prompts, tok.pad_token_id, "cpu")
     ours, plain, theirs = [], [], []
     for _ in range(repeats + 1):
-        t = time.perf_counter()
+        t = _now()
         generate(gpt, ids, attention_mask=mask, max_new_tokens=new_tokens, temperature=1.0)
-        plain.append(batch * new_tokens / (time.perf_counter() - t))
-        t0 = time.perf_counter()  # the rollout path: snapshot (once per generation batch) + decode
+        plain.append(batch * new_tokens / (_now() - t))
+        t0 = _now()  # the rollout path: snapshot (once per generation batch) + decode
         out = DecodeSnapshot(gpt).generate(ids, attention_mask=mask, max_new_tokens=new_tokens, temperature=1.0)
-        t1 = time.perf_counter()
+        t1 = _now()
         ref = hf_model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None,
                                 pad_token_id=tok.pad_token_id)
-        t2 = time.perf_counter()
+        t2 = _now()
         assert out.shape == ref.shape == (batch, ids.shape[1] + new_tokens)
         ours.append(batch * new_tokens / (t1 - t0))
         theirs.append(batch * new_tokens / (t2 - t1))
@@ -195,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cases", default="reward,reward_gpt,grpo_shared,grpo_shared_gpt,grpo_own,rollout")
+    parser.add_argument("--clock", choices=tuple(_CLOCKS), default="wall", help="wall or process CPU seconds")
     parser.add_argument("--out", default="benchmarks/out/rl.json")
     args = parser.parse_args(argv)
+    _clock[0] = args.clock
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -281,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     "threads": args.threads, "load_avg": os.getloadavg()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
                      "shardkit": shardkit.__version__, "python": platform.python_version()},
-        "settings": {"rounds": args.rounds, "steps": args.steps, "warmup_steps": WARMUP, **COMMON, "grpo": GRPO,
+        "settings": {"clock": args.clock, "rounds": args.rounds, "steps": args.steps, "warmup_steps": WARMUP, **COMMON, "grpo": GRPO,
                      "model": "Llama hidden 128, 4 layers, 4 heads (2 kv), vocab 38; TRL gradient_checkpointing off"},
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

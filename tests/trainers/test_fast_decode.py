@@ -76,3 +76,27 @@ def test_snapshot_rejects_bad_input():
         snap.generate(torch.ones(1, 10, dtype=torch.long), max_new_tokens=60)
     with pytest.raises(TypeError, match="shardkit GPT"):
         DecodeSnapshot(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kv,dtype", [(2, torch.float32), (4, torch.float32), (1, torch.bfloat16)])
+def test_one_token_step_is_bitwise_the_general_forward(kv, dtype):
+    """``_step`` (the decode fast path) gives exactly the logits and cache entries of ``_forward_any`` at T=1."""
+    model = _model(seed=5, kv=kv).to(dtype)
+    ids, mask = _left_padded([6, 2, 4])
+    snap = DecodeSnapshot(model)
+    b, t = ids.shape
+    caches = [[torch.zeros(b, kv, t + 6, 16, dtype=dtype) for _ in range(4)] for _ in range(2)]
+    valid = torch.cat([mask.bool(), torch.ones(b, 6, dtype=torch.bool)], dim=1)
+    pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    prefill = ((torch.ones(t, t, dtype=torch.bool).tril()[None] & valid[:, None, :t]) |
+               torch.eye(t, dtype=torch.bool)[None])[:, None]
+    for c in caches:
+        last = snap._forward_any(ids, pos[:, :t], c[:2], c[2:], 0, prefill)
+    token = last.argmax(-1)
+    for s in range(t, t + 6):
+        args = (pos[:, s:s + 1], s, valid[:, None, None, :s + 1])
+        want = snap._forward_any(token[:, None], args[0], caches[0][:2], caches[0][2:], *args[1:])
+        got = snap._step(token, args[0][:, 0], caches[1][:2], caches[1][2:], *args[1:])
+        assert torch.equal(got, want)
+        assert all(torch.equal(x, y) for x, y in zip(caches[0], caches[1]))
+        token = got.argmax(-1)

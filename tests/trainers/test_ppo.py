@@ -362,3 +362,21 @@ def test_ppo_bad_input_names_the_field(tmp_path):
         PPOTrainer(_args(tmp_path), tok, policy, policy, reward, _prompts(), value)
     with pytest.raises(ValueError, match="rollout batch"):
         PPOTrainer(_args(tmp_path), tok, policy, None, reward, _prompts(4), value)
+
+
+def test_ppo_rollout_of_a_gpt_policy_samples_as_generate(tmp_path):
+    """The GPT rollout goes through a DecodeSnapshot: same samples as ``generate`` from the same RNG state."""
+    from shardkit.models.generation import generate
+
+    tok = make_tokenizer()
+    a = _args(tmp_path, response_length=12, temperature=0.9)
+    policy = _gpt(tok, 0)
+    trainer = PPOTrainer(a, tok, policy, None, scalar_head_gpt(_gpt(tok, 2)), _prompts(), scalar_head_gpt(_gpt(tok, 1)))
+    queries, mask = trainer.collate_prompts(trainer.rollout_prompts(0))
+    torch.manual_seed(5)
+    got = trainer.generate(queries, mask)
+    torch.manual_seed(5)
+    want = generate(policy, queries, attention_mask=mask, max_new_tokens=12, temperature=0.9,
+                    stop_tokens=(tok.eos_token_id,), pad_token_id=trainer.pad_token_id)[:, queries.shape[1]:]
+    want = torch.cat([want, want.new_full((len(want), 12 - want.shape[1]), trainer.pad_token_id)], dim=1)
+    assert torch.equal(got, want)

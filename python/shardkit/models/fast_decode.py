@@ -10,7 +10,11 @@ layout made for decoding, and every token of the batch reuses it:
 * RoPE cos/sin as tables, looked up by position instead of recomputed;
 * attention over the KV cache with SDPA's grouped-query mode, so the cache
   is never copied per head (``repeat_interleave``) at each step;
-* logits only for the last position.
+* logits only for the last position;
+* a separate one-token step (``_step``) on 2-D (B, hidden) activations, with
+  RoPE applied to q and k in one op as ``x * cos + roll(x) * sin_signed``:
+  about a third fewer ops per layer than the general forward, bitwise the
+  same values (a decode step of a small model is bound by op count).
 
 Under ``shardkit.fsdp.shard()`` the full weights are gathered once, here,
 rather than once per forward (per token) by the sharding hooks.
@@ -82,10 +86,20 @@ class DecodeSnapshot:
         freqs = pos[:, None] * inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)  # (P, D)
         self.cos, self.sin = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
+        # rotate_half(x) * sin == roll(x, D/2) * sin_signed exactly: (-a) * s == a * (-s) in IEEE arithmetic.
+        half = cfg.head_dim // 2
+        self.sin_signed = torch.cat([-self.sin[:, :half], self.sin[:, half:]], dim=-1)  # (P, D)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, keys: list, values: list, start: int,
                  mask: torch.Tensor | None) -> torch.Tensor:
         """Logits (B, V) of the last of ``ids`` (B, T), whose k/v go to cache slots [start, start+T)."""
+        if ids.shape[1] == 1:
+            return self._step(ids[:, 0], positions[:, 0], keys, values, start, mask)
+        return self._forward_any(ids, positions, keys, values, start, mask)
+
+    def _forward_any(self, ids: torch.Tensor, positions: torch.Tensor, keys: list, values: list, start: int,
+                     mask: torch.Tensor | None) -> torch.Tensor:
+        """``_forward`` for any T (the prefill, and the reference ``_step`` is tested against)."""
         cfg = self.config
         b, t = ids.shape
         h, hkv, d, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
@@ -109,6 +123,33 @@ class DecodeSnapshot:
             gate, up = (_rms(x, ln2, eps) @ wgu.T).chunk(2, dim=-1)
             x = x + (F.silu(gate) * up) @ wdown.T
         return _rms(x[:, -1], self.norm, eps) @ self.lm_head.T  # (B, V)
+
+    def _step(self, token: torch.Tensor, position: torch.Tensor, keys: list, values: list, start: int,
+              mask: torch.Tensor | None) -> torch.Tensor:
+        """``_forward`` for one new token per row: token, position (B,); its k/v go to cache slot ``start``.
+
+        The same arithmetic as ``_forward`` (same matmuls, same RoPE products
+        and sums), in fewer ops: activations stay (B, hidden) and q, k get
+        their rotation together.
+        """
+        cfg = self.config
+        b = token.shape[0]
+        h, hkv, d, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rms_norm_eps
+        inter = cfg.intermediate_size
+        cos, sin = self.cos[position][:, None], self.sin_signed[position][:, None]  # (B, 1, D)
+        x = F.embedding(token, self.embed)  # (B, hidden)
+        for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
+            qkv = F.linear(_rms(x, ln1, eps), wqkv)  # (B, (H + 2 Hkv) D)
+            qk = qkv[:, :(h + hkv) * d].view(b, h + hkv, d)
+            qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # RoPE of q and k heads at once
+            keys[i][:, :, start] = qk[:, h:]
+            values[i][:, :, start] = qkv[:, (h + hkv) * d:].view(b, hkv, d)
+            kk, vv = keys[i][:, :, :start + 1], values[i][:, :, :start + 1]  # (B, Hkv, L, D)
+            out = F.scaled_dot_product_attention(qk[:, :h, None], kk, vv, attn_mask=mask, enable_gqa=hkv != h)
+            x = x + F.linear(out.view(b, h * d), wo)  # out: (B, H, 1, D)
+            gate_up = F.linear(_rms(x, ln2, eps), wgu)  # (B, 2 I)
+            x = x + F.linear(F.silu(gate_up[:, :inter]) * gate_up[:, inter:], wdown)
+        return F.linear(_rms(x, self.norm, eps), self.lm_head)  # (B, V)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, *, max_new_tokens: int, attention_mask: torch.Tensor | None = None,
@@ -159,15 +200,22 @@ class DecodeSnapshot:
         out = torch.empty(b, total, dtype=input_ids.dtype, device=device)
         out[:, :t] = input_ids
         done = torch.zeros(b, dtype=torch.bool, device=device)
+        # Without stop tokens no row ever finishes: skip the bookkeeping and the per-token host sync of
+        # ``done.all()`` (on a GPU that sync would stall the launch queue at every token).
+        has_stops = len(stops) > 0
         n = 0
         for step in range(max_new_tokens):
             token = _sample(logits.float(), temperature, top_k, top_p, generator)  # (B,)
-            token = torch.where(done, torch.full_like(token, pad_token_id), token)
+            if has_stops:
+                token = torch.where(done, torch.full_like(token, pad_token_id), token)
             out[:, t + step] = token
             n = step + 1
-            done = done | torch.isin(token, stops)
-            if step == max_new_tokens - 1 or bool(done.all()):
+            if step == max_new_tokens - 1:
                 break
+            if has_stops:
+                done = done | torch.isin(token, stops)
+                if bool(done.all()):
+                    break
             step_mask = valid[:, None, None, :t + step + 1] if padded else None  # (B, 1, 1, L)
             logits = self._forward(token[:, None], next_pos, keys, values, t + step, step_mask)
             next_pos = next_pos + 1

@@ -6,8 +6,8 @@ reward model (scalar head); see ``shardkit.trainers.scores``. One update:
 
 1. Rollout: ``per_device_train_batch_size * gradient_accumulation_steps``
    prompts, left-padded, continued by up to ``response_length`` sampled tokens
-   (batched, KV cache: ``shardkit.models.generation`` for our GPT, HF
-   ``generate`` otherwise), cut after the first stop token.
+   (batched, KV cache: ``shardkit.models.fast_decode.DecodeSnapshot`` for our
+   GPT, HF ``generate`` otherwise), cut after the first stop token.
 2. Experience (no grad, in chunks of ``local_rollout_forward_batch_size``):
    log-probs of the policy and the reference (logits / temperature), values,
    and the reward model's score at the last real token. Per-token reward
@@ -291,11 +291,26 @@ class PPOTrainer:
         """Sampled responses (B, response_length), batched with a KV cache; pad after the end of generation."""
         args, policy = self.args, self.policy
         stops = () if self.stop_token_id is None else (self.stop_token_id,)
+        from shardkit.models import GPT
+        from shardkit.models.fast_decode import DecodeSnapshot
+
+        # A shardkit GPT samples from a DecodeSnapshot: its weights read once per rollout batch into a decoding
+        # layout (fused matmuls, no per-token module overhead); same contract and samples as ``generate``.
+        snapshot = DecodeSnapshot(policy) if isinstance(policy, GPT) else None
         chunks = []
         for start in range(0, len(queries), args.local_rollout_forward_batch_size):
             q = queries[start : start + args.local_rollout_forward_batch_size]
             m = query_mask[start : start + args.local_rollout_forward_batch_size]
-            if hasattr(policy, "config") and hasattr(policy.config, "num_kv_heads"):  # a shardkit GPT
+            if snapshot is not None:
+                seq = snapshot.generate(
+                    q,
+                    attention_mask=m,
+                    max_new_tokens=args.response_length,
+                    temperature=args.temperature,
+                    stop_tokens=stops,
+                    pad_token_id=self.pad_token_id,
+                )
+            elif hasattr(policy, "config") and hasattr(policy.config, "num_kv_heads"):  # other shardkit GPT types
                 from shardkit.models.generation import generate
 
                 seq = generate(
