@@ -329,8 +329,8 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
     A model on the meta device is materialised on CPU one unit at a time:
     each unit's parameters are created, initialised (``param_init_fn`` or
     ``reset_parameters``, under the unit's seed), flattened and cut to this
-    rank's shard before the next unit is created, so no rank ever holds the
-    whole model. ``fsdp.initialize_units(cpu_model, units=..., seed=...)``
+    rank's shard (moved to ``device``) before the next unit is created, so no
+    rank ever holds the whole model; its buffers follow to ``device`` at the end. ``fsdp.initialize_units(cpu_model, units=..., seed=...)``
     gives the same values on an unsharded CPU model. A meta parameter that
     nothing initialises raises ValueError naming it.
     """
@@ -389,6 +389,11 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
             g.reshard()
         owned[path] = []
         built.append(unit)
+    if meta and buffer_device.type != "cpu":  # materialised on CPU; the shards went to the device, so do the buffers
+        for module in model.modules():
+            for name, buf in module._buffers.items():
+                if buf is not None and buf.device != buffer_device:
+                    module._buffers[name] = buf.to(buffer_device)
 
     state = ShardState(built, strategy, group, mixed_precision, shard_group, transport=world,
                        shard_transport=shard_world, streams=streams, device=buffer_device)
