@@ -19,8 +19,8 @@ import transport_cases
 @pytest.mark.native
 @pytest.mark.distributed
 @pytest.mark.parametrize("world", [2, 3])
-def test_process_group_transport_matches_shm_and_single_process(world):
-    assert all(spawn(transport_cases.run_transport_parity, world, timeout=150))
+def test_process_group_transport_matches_shm_and_single_process(world, tmp_path):
+    assert all(spawn(transport_cases.run_transport_parity, world, args=(str(tmp_path / "ckpt"),), timeout=150))
 
 
 class _Done:

@@ -173,9 +173,20 @@ def check_stream_protocol(rank, world, strategy):
     return True
 
 
-def run_transport_parity(rank, world):
+def check_sharded_checkpoint(rank, world, model, directory):
+    """save/load_sharded_checkpoint on the process-group transport (its barriers go through gloo)."""
+    with shm_forbidden():
+        fsdp.save_sharded_checkpoint(model, None, directory)
+        fresh = fsdp.shard(tiny_gpt(seed=9), units=[Block], transport="process_group")
+        fsdp.load_sharded_checkpoint(fresh, None, directory)
+        err, name = _max_diff(_full(fresh), _full(model))
+    assert err == 0, f"sharded checkpoint: {name} differs by {err} after the round trip"
+
+
+def run_transport_parity(rank, world, directory):
     join()
-    train_pair(rank, world, "FULL_SHARD", "adamw", clip=0.05)
+    pg = train_pair(rank, world, "FULL_SHARD", "adamw", clip=0.05)
+    check_sharded_checkpoint(rank, world, pg, directory)
     train_pair(rank, world, "SHARD_GRAD_OP", "sgd", accumulate=2, freeze=("layers.0.mlp",))
     train_pair(rank, world, "NO_SHARD", "adamw")
     # bf16 compute from fp32 master shards (FusedAdamW steps the fp32 shards), gradients reduced in fp32.
