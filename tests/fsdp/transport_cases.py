@@ -97,7 +97,8 @@ def train_pair(rank, world, strategy, optim, *, steps=3, accumulate=1, clip=None
                 mean = data_parallel.all_reduce_(total.double().reshape(1), "sum", model) / world
             losses[name] = float(mean)
         assert abs(losses["pg"] - losses["shm"]) <= PAIR_TOL, f"{what}: step {step} loss pg {losses} "
-        assert abs(losses["pg"] - ref_loss.item()) <= ref_tol, f"{what}: step {step} {losses['pg']} vs {ref_loss.item()}"
+        ref_value = ref_loss.item()
+        assert abs(losses["pg"] - ref_value) <= ref_tol, f"{what}: step {step} {losses['pg']} vs {ref_value}"
         if clip is not None:
             assert abs(norms["pg"] - norms["shm"]) <= 1e-6 * norms["shm"], f"{what}: grad norms {norms}"
     full_shm = _full(shm)

@@ -175,7 +175,9 @@ class FlatGroup:
             self.pending.append((None, grad.to(self.reduce_dtype) if grad.dtype != self.reduce_dtype else grad, None))
             return
         # The reduced shard is allocated on the compute stream, which reads it later.
-        out = torch.empty(self.shard_numel, dtype=self.reduce_dtype, device=self.device) if self.shard_world > 1 else None
+        out = None
+        if self.shard_world > 1:
+            out = torch.empty(self.shard_numel, dtype=self.reduce_dtype, device=self.device)
         with self.streams.side("reduce_scatter"):
             # The cast runs on the side stream; its output lives there only. The collective's input is held
             # until the compute stream waited for it (``Pending``).

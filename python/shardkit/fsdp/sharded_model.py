@@ -330,7 +330,8 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
     each unit's parameters are created, initialised (``param_init_fn`` or
     ``reset_parameters``, under the unit's seed), flattened and cut to this
     rank's shard (moved to ``device``) before the next unit is created, so no
-    rank ever holds the whole model; its buffers follow to ``device`` at the end. ``fsdp.initialize_units(cpu_model, units=..., seed=...)``
+    rank ever holds the whole model; its buffers follow to ``device`` at the
+    end. ``fsdp.initialize_units(cpu_model, units=..., seed=...)``
     gives the same values on an unsharded CPU model. A meta parameter that
     nothing initialises raises ValueError naming it.
     """
