@@ -1,6 +1,7 @@
 """Step time of shardkit.fsdp against torch DDP and FSDP2 (``fully_shard``), side by side.
 
-``python -m benchmarks.bench_fsdp [--steps 6] [--batch 4] [--seq 256] [--hosts 2] [--out benchmarks/out/fsdp.json]``
+``python -m benchmarks.bench_fsdp [--steps 6] [--batch 4] [--seq 256] [--hosts 2] [--transports]
+[--out benchmarks/out/fsdp.json]``
 
 A GPT of about 33.6M parameters (the ANCHORS.md setting), 2 ranks x 1 thread,
 fp32, AdamW. Every rank holds all four setups built from the same weights and
@@ -13,6 +14,10 @@ parameters / world (fp32 AdamW), i.e. the padding overhead.
 and adds shardkit HYBRID against torch HSDP (``fully_shard`` on a 2-D
 (replicate, shard) mesh); the other setups then also run over the
 simulated hosts (the collectives take the cross-host path).
+
+``--transports`` adds shardkit FULL_SHARD on its ``process_group`` transport
+(``torch.distributed`` over gloo: the device code path of ``shard()``, with
+no-op streams on CPU) beside the default shared-memory one.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def _state_bytes(params, optimizer) -> int:
     return total
 
 
-def _rank(rank, world, steps, batch, seq, hosts):
+def _rank(rank, world, steps, batch, seq, hosts, transports=False):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
@@ -69,6 +74,9 @@ def _rank(rank, world, steps, batch, seq, hosts):
     for strategy in strategies:
         m = fsdp.shard(copy.deepcopy(base), units=[Block], strategy=strategy)
         setups[f"shardkit {strategy}"] = (m, FusedAdamW(m.parameters(), lr=1e-4))
+    if transports:
+        m = fsdp.shard(copy.deepcopy(base), units=[Block], strategy="FULL_SHARD", transport="process_group")
+        setups["shardkit FULL_SHARD gloo"] = (m, FusedAdamW(m.parameters(), lr=1e-4))
     ddp = DistributedDataParallel(copy.deepcopy(base))
     setups["torch DDP"] = (ddp, torch.optim.AdamW(ddp.parameters(), lr=1e-4, fused=True))
     f2 = copy.deepcopy(base)
@@ -130,6 +138,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=4, help="rows per rank")
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--hosts", type=int, default=1, help="simulated hosts; > 1 adds HYBRID vs torch HSDP")
+    parser.add_argument("--transports", action="store_true",
+                        help="add FULL_SHARD on the process_group transport (gloo) beside shared memory")
     parser.add_argument("--out", default="benchmarks/out/fsdp.json")
     args = parser.parse_args(argv)
     from shardkit.testing import spawn
@@ -139,7 +149,8 @@ def main(argv=None) -> dict:
         parser.error(f"--hosts: expected a divisor of the world size {world}, got {args.hosts}")
     rank_env = (lambda r: {"SHARDKIT_HOST_ID": f"host{r * args.hosts // world}"}) if args.hosts > 1 else None
     single = _single(args.steps, args.batch, args.seq, world)
-    ranks = spawn(_rank, world, args=(args.steps, args.batch, args.seq, args.hosts), timeout=3000, rank_env=rank_env)
+    ranks = spawn(_rank, world, args=(args.steps, args.batch, args.seq, args.hosts, args.transports),
+                  timeout=3000, rank_env=rank_env)
     single += _single(args.steps, args.batch, args.seq, world)  # before and after: drift shows up in both
     med = {name: statistics.median(t) for name, t in ranks[0]["times"].items()}
     med["single process, 2 threads"] = statistics.median(single)
@@ -151,7 +162,9 @@ def main(argv=None) -> dict:
         "hosts": args.hosts,
         "ratios": {"FULL_SHARD / FSDP2": med["shardkit FULL_SHARD"] / med["torch FSDP2"],
                    "NO_SHARD / DDP": med["shardkit NO_SHARD"] / med["torch DDP"],
-                   **({"HYBRID / HSDP": med["shardkit HYBRID"] / med["torch HSDP"]} if args.hosts > 1 else {})},
+                   **({"HYBRID / HSDP": med["shardkit HYBRID"] / med["torch HSDP"]} if args.hosts > 1 else {}),
+                   **({"FULL_SHARD gloo / shm": med["shardkit FULL_SHARD gloo"] / med["shardkit FULL_SHARD"]}
+                      if args.transports else {})},
         "state_bytes_per_rank": ranks[0]["state_bytes"],
         "state_bytes_over_16psi_per_n": ranks[0]["state_bytes"] / (16 * n / world),
         "padding_fraction": ranks[0]["padding"],

@@ -12,9 +12,9 @@
 #      shardkit.memory.estimate
 #   4. FSDP2 (fully_shard, one rank) + FusedAdamW through the SFT trainer, 10 steps
 #   5. the GPU speedrun preset (shardkit speedrun --preset gpu --device cuda)
-#   6. one rank of shardkit.fsdp.shard() on CUDA, FULL_SHARD step time <= FSDP2's on the same model.
-#      Last because shard() on CUDA is not implemented yet (issue #14 part 3): until it is, this check
-#      fails with shard()'s refusal, after every other check has run.
+#   6. one rank of shardkit.fsdp.shard() on CUDA (transport "nccl"; with one rank no collective runs),
+#      FULL_SHARD step time <= FSDP2's on the same model. Written and CPU-tested (its multi-rank device
+#      path runs over gloo in tests/fsdp/test_fsdp_transport.py), never run on a GPU yet.
 # Each check prints one line "CHECK <name>: PASS|FAIL ..."; rows in RESULTS.md table format go to
 # benchmarks/out/gpu_check.md (figures in benchmarks/out/gpu_check.json).
 set -uo pipefail

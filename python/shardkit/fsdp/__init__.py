@@ -1,4 +1,4 @@
-"""``shardkit.fsdp``: ZeRO-style sharded data parallelism over ``shardkit.comm``.
+"""``shardkit.fsdp``: ZeRO-style sharded data parallelism over ``shardkit.comm`` (CPU) or NCCL (CUDA).
 
 ::
 
@@ -14,6 +14,7 @@
     fsdp.save_full_state_dict(model, "model.safetensors")   # gathered on rank 0
     fsdp.save_sharded_checkpoint(model, opt, "ckpt")        # per rank; loads with any world size
 
+    model = fsdp.shard(model.to("cuda"), units=[Block])  # CUDA: NCCL (transport="auto"), side-stream overlap
     with torch.device("meta"):                  # a model larger than one rank: built without memory,
         big = GPT(config)                       # materialised and sharded one unit at a time
     big = fsdp.shard(big, units=[Block], param_init_fn=big.init_weights, seed=0)

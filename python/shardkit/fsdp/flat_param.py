@@ -13,6 +13,11 @@ is one concatenation), so the unit's gradient arrives as ``full.grad`` in a
 single buffer, ready to reduce-scatter. Freeing ``full`` releases its storage
 (size 0) while the views saved for backward keep referring to it; gathering
 again refills the same storage, so those views see the parameters again.
+
+The buffers live on the parameters' device (or ``device``). Collectives go
+through a ``transport.Transport``; on CUDA, prefetched gathers and gradient
+reductions run on the side streams of a ``streams.StreamSet`` (the memory
+rules are in ``streams.py``); on CPU those are no-ops.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shardkit import comm
+from shardkit.fsdp.streams import Pending, StreamSet
 
 
 class FlatGroup:
@@ -29,15 +34,18 @@ class FlatGroup:
 
     Args:
         entries: ``[(param, [(module, attr, full name), ...]), ...]`` (every place a parameter is registered).
-        group: the ``shardkit.comm`` group, or None for a single process.
+        transport: the ``transport.Transport`` of the ranks the buffer is sharded over, or None for a single process.
         sharded: False for NO_SHARD (every rank keeps the whole buffer and all-reduces gradients).
         param_dtype: compute dtype of the gathered parameters (None: the parameters' dtype).
         reduce_dtype: dtype gradients are reduced in (None: the compute dtype).
         replicas: HYBRID only: the ``torch.distributed`` group of the ranks on other
             hosts that hold the same shard (one per host); None otherwise.
+        device: where the buffers live (default: the parameters' device).
+        streams: the model's side streams (default: those of ``device``, none on CPU).
     """
 
-    def __init__(self, entries, *, group, sharded: bool, param_dtype, reduce_dtype, replicas=None) -> None:
+    def __init__(self, entries, *, transport, sharded: bool, param_dtype, reduce_dtype, replicas=None,
+                 device: torch.device | None = None, streams: StreamSet | None = None) -> None:
         params = [p for p, _ in entries]
         dtypes = {p.dtype for p in params}
         if len(dtypes) != 1:
@@ -51,11 +59,13 @@ class FlatGroup:
         self.names = [uses[0][2] for uses in self.uses]
         self.shapes = [p.shape for p in params]
         self.numels = [p.numel() for p in params]
-        self.group = group
+        self.device = torch.device(device) if device is not None else params[0].device
+        self.streams = streams if streams is not None else StreamSet(self.device)
+        self.transport = transport
         self.replicas = replicas
         self.num_replicas = dist.get_world_size(replicas) if replicas is not None else 1
-        self.world = group.world_size if group is not None else 1
-        self.rank = group.rank if group is not None else 0
+        self.world = transport.world_size if transport is not None else 1
+        self.rank = transport.rank if transport is not None else 0
         self.shard_world = self.world if sharded else 1
         total = sum(self.numels)
         self.shard_numel = -(-total // self.shard_world)  # ceil
@@ -63,9 +73,9 @@ class FlatGroup:
         self.pad = self.padded_numel - total
 
         # (padded,) original values; this rank keeps its block as the shard.
-        flat = torch.zeros(self.padded_numel, dtype=self.dtype)
+        flat = torch.zeros(self.padded_numel, dtype=self.dtype, device=self.device)
         with torch.no_grad():
-            torch.cat([p.detach().reshape(-1) for p in params], out=flat[:total])
+            torch.cat([p.detach().reshape(-1).to(self.device) for p in params], out=flat[:total])
         lo = self.rank * self.shard_numel if sharded else 0
         self.shard = nn.Parameter(flat[lo : lo + self.shard_numel].clone(), requires_grad=self.trainable)
         # Same dtype and unsharded: the full buffer is the shard itself (no copy, no gather).
@@ -76,8 +86,8 @@ class FlatGroup:
             # Gathered at first (so the views can be made); the caller frees it.
             self.full = flat.to(self.compute_dtype).requires_grad_(self.trainable)
         self.stale = False  # True: full does not hold the shards' current values
-        self.gathering = None  # Work of a prefetch all-gather in flight
-        self.pending: list = []  # (work, reduced gradient, its input) of gradient reductions in flight
+        self.gathering: Pending | None = None  # a prefetch all-gather in flight
+        self.pending: list = []  # (Pending, reduced gradient, its input) of gradient reductions in flight
         self.replica_pending: list = []  # (torch.distributed work, reduced gradient) of cross-host all-reduces
 
     # ---- parameters --------------------------------------------------------
@@ -90,7 +100,10 @@ class FlatGroup:
         self.full.untyped_storage().resize_(0)
 
     def unshard(self) -> None:
-        """Gather the full parameters into ``full`` (a no-op when they are there and current)."""
+        """Gather the full parameters into ``full`` (a no-op when they are there and current).
+
+        After a prefetch, the caller (the compute stream on CUDA) waits for it.
+        """
         if self.gathering is not None:
             self.gathering.wait()
             self.gathering = None
@@ -107,6 +120,7 @@ class FlatGroup:
     def _gather(self, async_op: bool) -> None:
         storage = self.full.untyped_storage()
         if storage.size() == 0:
+            # Allocated on the compute stream (the current one), before the side stream starts.
             storage.resize_(self.padded_numel * self.full.element_size())
         # Writes must not bump full's version counter: views saved for backward
         # by an earlier forward point at this storage and are still valid. So
@@ -114,17 +128,25 @@ class FlatGroup:
         # counter of its own (the cross-host all-gather writes it with torch
         # ops on the comm thread, after this returns).
         with torch.no_grad():
-            out = torch.empty(0, dtype=self.full.dtype).set_(storage, 0, (self.padded_numel,))
+            out = torch.empty(0, dtype=self.full.dtype, device=self.device).set_(storage, 0, (self.padded_numel,))
             m = self.shard_numel
             own = out[self.rank * m : (self.rank + 1) * m] if self.shard_world > 1 else out
-            own.copy_(self.shard.detach())
-            if self.shard_world > 1:
-                self.gathering = comm.all_gather(out, own, group=self.group, async_op=async_op)
+            if self.shard_world > 1 and async_op:
+                # A prefetch: the cast of the shard and the gather run on the all-gather stream,
+                # after the compute stream's work so far (the optimizer's step of the shard).
+                with self.streams.side("all_gather"):
+                    own.copy_(self.shard.detach())
+                    work = self.transport.all_gather(out, own, async_op=True)
+                    self.gathering = Pending(work, self.streams.record(), refs=(out,))
+            else:
+                own.copy_(self.shard.detach())
+                if self.shard_world > 1:
+                    self.transport.all_gather(out, own, async_op=False)
         self.stale = False
 
     def reshard(self) -> None:
         """Free the full parameters (kept when every rank holds them all anyway)."""
-        if self.gathering is not None:  # never free memory a gather is writing
+        if self.gathering is not None:  # never free memory a gather is writing (the compute stream waits for it)
             self.gathering.wait()
             self.gathering = None
         if self.shard_world > 1 and self.is_unsharded:
@@ -141,20 +163,35 @@ class FlatGroup:
     # ---- gradients ---------------------------------------------------------
 
     def reduce_grad(self) -> None:
-        """Start averaging ``full.grad`` over ranks into this rank's shard (asynchronously)."""
+        """Start averaging ``full.grad`` over ranks into this rank's shard (asynchronously).
+
+        On CUDA the cast and the collective run on the reduce-scatter stream
+        after the compute stream's backward so far; ``settle_in_host`` and
+        ``finish_grad`` make the compute stream wait before the result is read.
+        """
         grad = self.full.grad  # (padded,) compute dtype
         self.full.grad = None
-        if grad.dtype != self.reduce_dtype:
-            grad = grad.to(self.reduce_dtype)
-        work = None
+        if self.world == 1:  # nothing to reduce: the cast, if any, on the compute stream
+            self.pending.append((None, grad.to(self.reduce_dtype) if grad.dtype != self.reduce_dtype else grad, None))
+            return
+        # The reduced shard is allocated on the compute stream, which reads it later.
+        out = None
         if self.shard_world > 1:
-            out = torch.empty(self.shard_numel, dtype=self.reduce_dtype)
-            work = comm.reduce_scatter(out, grad, "avg", group=self.group, async_op=True)
-            self.pending.append((work, out, grad))  # grad stays alive until the work is done
-        else:
-            if self.world > 1:
-                work = comm.all_reduce(grad, "avg", group=self.group, async_op=True)
-            self.pending.append((work, grad, None))
+            out = torch.empty(self.shard_numel, dtype=self.reduce_dtype, device=self.device)
+        with self.streams.side("reduce_scatter"):
+            # The cast runs on the side stream; its output lives there only. The collective's input is held
+            # until the compute stream waited for it (``Pending``).
+            inp = grad.to(self.reduce_dtype) if grad.dtype != self.reduce_dtype else grad
+            if inp is not grad and self.streams.enabled:
+                # Only the cast reads the compute-dtype gradient: dropped now, its memory is not handed out
+                # again before the side stream's cast is done.
+                grad.record_stream(torch.cuda.current_stream(self.device))
+            if out is not None:
+                work = self.transport.reduce_scatter_avg(out, inp, async_op=True)
+                self.pending.append((Pending(work, self.streams.record(), refs=(inp,)), out, inp))
+            else:
+                work = self.transport.all_reduce(inp, "avg", async_op=True)
+                self.pending.append((Pending(work, self.streams.record(), refs=(inp,)), inp, None))
 
     def settle_in_host(self) -> None:
         """Wait for this group's in-host reductions and drop their full-gradient inputs;
@@ -200,9 +237,9 @@ class FlatGroup:
 
     def full_values(self) -> torch.Tensor:
         """(padded,) every rank's shard gathered, in the shard's dtype; a collective."""
-        out = torch.empty(self.padded_numel, dtype=self.dtype)
+        out = torch.empty(self.padded_numel, dtype=self.dtype, device=self.device)
         if self.shard_world > 1:
-            comm.all_gather(out, self.shard.detach(), group=self.group)
+            self.transport.all_gather(out, self.shard.detach(), async_op=False)
         else:
             out.copy_(self.shard.detach())
         return out

@@ -7,7 +7,6 @@ import math
 import torch
 from torch import nn
 
-from shardkit import comm
 from shardkit.fsdp.sharded_model import get_state
 
 
@@ -33,16 +32,17 @@ def clip_grad_norm_(model: nn.Module, max_norm: float, norm_type: float = 2.0) -
     # Every rank takes part in the all-reduce, or none does (shard_world is the same on all ranks).
     combine = any(g.shard_world > 1 for g in state.groups)
     if norm_type == math.inf:
-        local = torch.stack([x.detach().abs().max().float() for x in sharded] or [torch.zeros(())]).max().reshape(1)
+        local = torch.stack([x.detach().abs().max().float() for x in sharded]
+                            or [torch.zeros((), device=state.device)]).max().reshape(1)
         if combine:
-            comm.all_reduce(local, "max", group=state.shard_group)
+            state.shard_transport.all_reduce(local, "max")
         total = torch.stack([local[0]] + [x.detach().abs().max().float() for x in replicated]).max()
     else:
-        local = torch.zeros(1, dtype=torch.float64)
+        local = torch.zeros(1, dtype=torch.float64, device=state.device)
         for x in sharded:
             local += x.detach().double().pow(2).sum()
         if combine:
-            comm.all_reduce(local, "sum", group=state.shard_group)
+            state.shard_transport.all_reduce(local, "sum")
         for x in replicated:
             local += x.detach().double().pow(2).sum()
         total = local[0].sqrt().float()

@@ -31,7 +31,7 @@ import shutil
 import torch
 from torch import nn
 
-from shardkit import atomic, comm
+from shardkit import atomic
 from shardkit.fsdp.sharded_model import get_state
 
 _LAYOUT = "layout.json"
@@ -42,8 +42,8 @@ def _shard_file(rank: int, world: int) -> str:
 
 
 def _barrier(state) -> None:
-    if state.group is not None and state.world_size > 1:
-        comm.barrier(group=state.group)
+    if state.transport is not None and state.world_size > 1:
+        state.transport.barrier()
 
 
 def _layout(state, optimizer) -> dict:
@@ -158,7 +158,9 @@ def load_sharded_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer |
             keys = [n.split(".", 2)[2] for n in handles[0].keys() if n.startswith(f"optim.{k}.")]
             if keys:
                 optimizer.state[g.shard] = {
-                    key: resharded(f"optim.{k}.{key}") if key in elementwise.get(str(k), []) else handles[0].get_tensor(f"optim.{k}.{key}")
+                    # On the shard's device: the fused optimizers take their state where the parameter is.
+                    key: (resharded(f"optim.{k}.{key}") if key in elementwise.get(str(k), [])
+                          else handles[0].get_tensor(f"optim.{k}.{key}")).to(g.shard.device)
                     for key in keys
                 }
         if optimizer is not None and layout.get("param_groups"):

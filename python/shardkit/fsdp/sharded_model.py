@@ -18,6 +18,14 @@ unit's reduce-scatter is done (checked when the next unit's starts, and at
 the end of backward) its gradient shard is all-reduced across hosts.
 
 With one rank the same hooks run; gathers become copies and reductions vanish.
+
+Devices: the flat buffers live on the parameters' device, CPU or CUDA. The
+collectives go through a ``transport`` (``transport.py``): ``shardkit.comm``
+over shared memory for CPU parameters, ``NcclGroup`` for CUDA ones, or
+``torch.distributed`` on a process group (gloo or NCCL). On CUDA the
+prefetched all-gathers and the gradient reductions run on side streams
+(``streams.py``), so they overlap the compute as torch FSDP's do; on CPU the
+same code runs with the stream operations as no-ops.
 """
 
 from __future__ import annotations
@@ -28,14 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils._pytree import tree_map
 
 from shardkit import comm
+from shardkit.fsdp import transport as _transport
 from shardkit.fsdp.flat_param import FlatGroup
 from shardkit.fsdp.hybrid import hybrid_groups
 from shardkit.fsdp.meta_init import check_init_args, is_meta_model, materialize_unit, parameter_registrations
+from shardkit.fsdp.streams import StreamSet
 from shardkit.fsdp.strategies import strategy_name
 from shardkit.fsdp.units import assign_parameters, select_units
 
@@ -80,10 +89,16 @@ class _Unit:
 class ShardState:
     """What ``shard()`` attaches to the model (``model._shardkit_fsdp``)."""
 
-    def __init__(self, units: list[_Unit], strategy: str, group, mixed_precision: MixedPrecision, shard_group) -> None:
+    def __init__(self, units: list[_Unit], strategy: str, group, mixed_precision: MixedPrecision, shard_group,
+                 *, transport=None, shard_transport=None, streams: StreamSet | None = None,
+                 device: torch.device | None = None) -> None:
         self.units, self.strategy, self.group, self.mixed_precision = units, strategy, group, mixed_precision
         # The ranks the flat buffers are sharded over (HYBRID: this host's; NO_SHARD: all, holding replicas).
         self.shard_group = shard_group
+        # The collectives over all ranks and over the shard ranks (``transport.Transport``; None: one rank).
+        self.transport, self.shard_transport = transport, shard_transport
+        self.device = device if device is not None else torch.device("cpu")
+        self.streams = streams if streams is not None else StreamSet(self.device)
         self.sync = True  # False inside no_sync(): gradients accumulate unreduced
         self.in_backward = False
         self.last_reduced: FlatGroup | None = None  # the group whose gradient reduction started last
@@ -95,20 +110,20 @@ class ShardState:
 
     @property
     def world_size(self) -> int:
-        return self.group.world_size if self.group is not None else 1
+        return self.transport.world_size if self.transport is not None else 1
 
     @property
     def rank(self) -> int:
-        return self.group.rank if self.group is not None else 0
+        return self.transport.rank if self.transport is not None else 0
 
     @property
     def shard_rank(self) -> int:
         """This rank's index among the ranks the buffers are sharded over (its host's, under HYBRID)."""
-        return self.shard_group.rank if self.shard_group is not None else 0
+        return self.shard_transport.rank if self.shard_transport is not None else 0
 
     @property
     def shard_world_size(self) -> int:
-        return self.shard_group.world_size if self.shard_group is not None else 1
+        return self.shard_transport.world_size if self.shard_transport is not None else 1
 
     @property
     def replica_index(self) -> int:
@@ -212,35 +227,58 @@ def _tensors(value):
             yield from _tensors(getattr(value, f.name))
 
 
-def _default_group():
-    if comm.is_initialized():
-        return comm.get_group()
-    if dist.is_available() and dist.is_initialized():
-        return comm.init()
-    return None
-
-
-def _check_model(model: nn.Module) -> None:
+def _check_model(model: nn.Module) -> torch.device | None:
+    """The one device of ``model``'s parameters (None when it has none); ValueError naming the parameters
+    that sit elsewhere, or on a device shardkit.fsdp does not shard (CPU, CUDA and meta are accepted)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if is_sharded(model):
         raise ValueError("model: already sharded by shardkit.fsdp.shard()")
-    devices = {p.device for p in model.parameters()}
-    if len(devices) > 1:
-        raise ValueError(f"model: parameters must all be on one device, got {sorted(map(str, devices))}")
-    if devices and next(iter(devices)).type not in ("cpu", "meta"):
-        raise ValueError(f"model: shardkit.fsdp runs on CPU parameters (shardkit.comm) or builds them from "
-                         f"the meta device, got device {next(iter(devices))}")
+    first: tuple[str, torch.device] | None = None
+    for name, p in model.named_parameters():
+        if first is None:
+            first = (name, p.device)
+        elif p.device != first[1]:
+            raise ValueError(f"model: parameters must all be on one device; {name!r} is on {p.device} but "
+                             f"{first[0]!r} is on {first[1]} (move the model with model.to(device) first)")
+    if first is None:
+        return None
+    name, device = first
+    if device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"model: shardkit.fsdp shards CPU or CUDA parameters, or builds them from the meta device; "
+                         f"{name!r} is on {device}")
+    return device
+
+
+def _buffer_device(param_device: torch.device | None, device) -> torch.device:
+    """Where the flat buffers live: ``device`` for a meta model (default CPU), else the parameters' device."""
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (TypeError, RuntimeError) as exc:
+            raise TypeError(f"device: expected a torch.device or a string such as 'cuda', got {device!r}") from exc
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected a CPU or CUDA device, got {device}")
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    if param_device is None or param_device.type == "meta":
+        return device if device is not None else torch.device("cpu")
+    if device is not None and device != param_device:
+        raise ValueError(f"device: the parameters are on {param_device}, got device={device}; device= only places "
+                         "a meta-device model (move other models with model.to(device) before shard())")
+    return param_device
 
 
 def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
           mixed_precision: MixedPrecision | None = None, group=None,
-          param_init_fn: Callable[[nn.Module], None] | None = None, seed: int = 0) -> nn.Module:
+          param_init_fn: Callable[[nn.Module], None] | None = None, seed: int = 0,
+          transport: str = "auto", algo: str = "auto", device=None) -> nn.Module:
     """Shard ``model`` in place over the ranks of ``group`` and return it.
 
     Args:
-        model: a CPU ``nn.Module``, or one built under ``torch.device("meta")``
-            (see below). Apply activation checkpointing before sharding.
+        model: an ``nn.Module`` on CPU or on one CUDA device (each rank its
+            own), or one built under ``torch.device("meta")`` (see below).
+            Apply activation checkpointing before sharding.
         units: how to cut it into units (besides the root): a list of module
             classes (e.g. the transformer block), a callable ``module -> bool``,
             or an int size threshold in parameters. None: one unit, the root.
@@ -257,15 +295,30 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
         mixed_precision: compute and reduction dtypes (``MixedPrecision``);
             the shards keep the parameters' dtype, so fp32 parameters are the
             fp32 masters.
-        group: a ``shardkit.comm.Group``. Default: the default group, joined
-            (``comm.init()``) if torch.distributed is initialised; with neither,
-            a single process.
+        group: a ``shardkit.comm.Group``; for the device transports also a
+            ``torch.distributed`` process group or (nccl) a
+            ``shardkit.comm.nccl.NcclGroup``. Default: the default group
+            (``shm``: ``comm.init()`` joined if torch.distributed is
+            initialised); with neither, a single process.
         param_init_fn: meta-device models only: ``fn(module)`` initialising
             the parameters and buffers ``module`` itself holds (for
             ``shardkit.models.GPT``: ``model.init_weights``). Default: each
             such module's ``reset_parameters()``.
         seed: meta-device models only: unit i is initialised under the RNG
             seed ``meta_init.unit_seed(seed, i)``, identically on every rank.
+        transport: how the flat buffers move between ranks: ``"auto"``
+            (``"shm"`` for CPU parameters, ``"nccl"`` for CUDA ones), ``"shm"``
+            (``shardkit.comm``, CPU), ``"nccl"`` (``shardkit.comm.nccl.NcclGroup``,
+            CUDA; it falls back to torch's NCCL group where libnccl cannot be
+            loaded) or ``"process_group"`` (``torch.distributed`` on the
+            group's process group with the parameters' device: NCCL on CUDA,
+            gloo on CPU, where it runs the device code path). HYBRID needs ``"shm"``.
+        algo: ``"auto"``, ``"ring"`` or ``"tree"``: NCCL's algorithm for the
+            all-reduces of the ``"nccl"`` transport (NO_SHARD gradients,
+            gradient norms); its all-gathers and reduce-scatters are rings.
+        device: meta-device models only: where the shards are materialised
+            (default CPU; ``"cuda"`` is the current CUDA device). Other models
+            stay on their parameters' device.
 
     Afterwards ``model.parameters()`` are the local flat shards (one per unit,
     trainable and frozen parameters apart), so ``FusedAdamW(model.parameters())``
@@ -276,23 +329,35 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
     A model on the meta device is materialised on CPU one unit at a time:
     each unit's parameters are created, initialised (``param_init_fn`` or
     ``reset_parameters``, under the unit's seed), flattened and cut to this
-    rank's shard before the next unit is created, so no rank ever holds the
-    whole model. ``fsdp.initialize_units(cpu_model, units=..., seed=...)``
+    rank's shard (moved to ``device``) before the next unit is created, so no
+    rank ever holds the whole model; its buffers follow to ``device`` at the
+    end. ``fsdp.initialize_units(cpu_model, units=..., seed=...)``
     gives the same values on an unsharded CPU model. A meta parameter that
     nothing initialises raises ValueError naming it.
     """
-    _check_model(model)
+    param_device = _check_model(model)
+    buffer_device = _buffer_device(param_device, device)
     strategy = strategy_name(strategy)
+    kind = _transport.resolve(transport, buffer_device.type)
+    if strategy == "HYBRID" and kind != "shm":
+        raise ValueError(f"strategy: HYBRID runs on the 'shm' transport (shardkit.comm host groups); got transport "
+                         f"{kind!r} for {buffer_device.type} parameters: use FULL_SHARD")
     if mixed_precision is None:
         mixed_precision = MixedPrecision()
     if not isinstance(mixed_precision, MixedPrecision):
         raise TypeError(f"mixed_precision: expected a shardkit.fsdp.MixedPrecision, got {type(mixed_precision).__name__}")
     check_init_args(param_init_fn, seed)
-    if group is None:
-        group = _default_group()
-    elif not isinstance(group, comm.Group):
+    if kind == "shm" and group is not None and not isinstance(group, comm.Group):
         raise TypeError(f"group: expected a shardkit.comm.Group, got {type(group).__name__}")
-    shard_group, replicas = (hybrid_groups(group) if strategy == "HYBRID" else (group, None))
+    if algo not in ("auto", "ring", "tree"):
+        raise ValueError(f"algo: expected 'auto', 'ring' or 'tree', got {algo!r}")
+    world, group = _transport.make(kind, group, buffer_device.type, algo=algo)
+    if strategy == "HYBRID":
+        shard_group, replicas = hybrid_groups(group)
+        shard_world = _transport.HostTransport(shard_group) if shard_group is not None else None
+    else:
+        shard_group, replicas, shard_world = group, None, world
+    streams = StreamSet(buffer_device)
 
     unit_paths = select_units(model, units)
     owned = assign_parameters(model, unit_paths)
@@ -308,9 +373,10 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
         for trainable in (True, False):
             entries = [e for e in owned[path] if e[0].requires_grad == trainable]
             if entries:
-                groups.append(FlatGroup(entries, group=shard_group, sharded=strategy != "NO_SHARD",
+                groups.append(FlatGroup(entries, transport=shard_world, sharded=strategy != "NO_SHARD",
                                         param_dtype=mixed_precision.param_dtype,
-                                        reduce_dtype=mixed_precision.reduce_dtype, replicas=replicas))
+                                        reduce_dtype=mixed_precision.reduce_dtype, replicas=replicas,
+                                        device=buffer_device, streams=streams))
         entries = None  # no reference to the unit's original parameters may outlive this iteration
         unit = _Unit(modules[path], path, groups)
         # The unit's parameters now live in its flat buffer: free the originals
@@ -324,8 +390,14 @@ def shard(model: nn.Module, *, units=None, strategy: str = "FULL_SHARD",
             g.reshard()
         owned[path] = []
         built.append(unit)
+    if meta and buffer_device.type != "cpu":  # materialised on CPU; the shards went to the device, so do the buffers
+        for module in model.modules():
+            for name, buf in module._buffers.items():
+                if buf is not None and buf.device != buffer_device:
+                    module._buffers[name] = buf.to(buffer_device)
 
-    state = ShardState(built, strategy, group, mixed_precision, shard_group)
+    state = ShardState(built, strategy, group, mixed_precision, shard_group, transport=world,
+                       shard_transport=shard_world, streams=streams, device=buffer_device)
     for unit in built:
         for g in unit.groups:
             if g.trainable:

@@ -13,8 +13,6 @@ both after every tensor op of the step and keeps the peak of their sum::
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
@@ -40,17 +38,17 @@ class CommBufferProbe(TorchDispatchMode):
         return out
 
     def __enter__(self):
-        from shardkit.fsdp import flat_param
+        # Every group's reduce-scatter goes through its transport: sample as it starts.
+        self._transports = list({id(g.transport): g.transport for g in self.state.groups
+                                 if g.transport is not None}.values())
+        for transport in self._transports:
+            real = transport.reduce_scatter_avg
 
-        real = flat_param.comm
+            def reduce_scatter_avg(out, inp, *args, real=real, **kwargs):
+                self.sample(extra=inp)
+                return real(out, inp, *args, **kwargs)
 
-        def reduce_scatter(out, inp, *args, **kwargs):
-            self.sample(extra=inp)
-            return real.reduce_scatter(out, inp, *args, **kwargs)
-
-        flat_param.comm = SimpleNamespace(all_gather=real.all_gather, all_reduce=real.all_reduce,
-                                          reduce_scatter=reduce_scatter)
-        self._real = real
+            transport.reduce_scatter_avg = reduce_scatter_avg  # an instance attribute, deleted on exit
         self._hooks = [g.full.register_hook(self._on_grad) for g in self.state.groups if g.trainable]
         return super().__enter__()
 
@@ -58,9 +56,8 @@ class CommBufferProbe(TorchDispatchMode):
         self.sample(extra=grad)
 
     def __exit__(self, *exc):
-        from shardkit.fsdp import flat_param
-
-        flat_param.comm = self._real
+        for transport in self._transports:
+            del transport.reduce_scatter_avg
         for hook in self._hooks:
             hook.remove()
         return super().__exit__(*exc)

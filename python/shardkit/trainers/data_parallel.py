@@ -41,27 +41,25 @@ def is_sharded(model: torch.nn.Module) -> bool:
         return True
     from shardkit import fsdp
 
-    return fsdp.is_sharded(model) and fsdp.get_state(model).group is not None
+    return fsdp.is_sharded(model) and fsdp.get_state(model).transport is not None
 
 
 def all_reduce_(values: torch.Tensor, op: str, model: torch.nn.Module) -> torch.Tensor:
     """Reduce ``values`` (float64, contiguous) over the ranks in place with ``op`` (sum, min or max).
 
-    Untouched when the model is not sharded. ``shardkit.comm`` reduces host tensors: a device tensor goes through
-    a host copy (a sync, only when sharded). A ``shardkit.parallel.PlanCausalLM`` reduces over its plan's
-    data-parallel axes (its TP ranks hold the same values).
+    Untouched when the model is not sharded. The reduction runs on the sharded model's transport: values on
+    another device (CPU values of a CUDA model, CUDA values of a CPU one) go through a copy (a sync, only when
+    sharded). A ``shardkit.parallel.PlanCausalLM`` reduces over its plan's data-parallel axes (its TP ranks hold the
+    same values).
     """
     if _is_plan_model(model):
         return model.all_reduce_(values, op)
     if fsdp2_engine.is_fsdp2(model):
         return fsdp2_engine.all_reduce_(values, op, model)
     if is_sharded(model):
-        from shardkit import comm, fsdp
+        from shardkit import fsdp
 
-        host = values if values.device.type == "cpu" else values.cpu()
-        comm.all_reduce(host, op, group=fsdp.get_state(model).group)
-        if host is not values:
-            values.copy_(host)
+        fsdp.get_state(model).transport.all_reduce_any(values, op)
     return values
 
 

@@ -71,7 +71,8 @@ def data_parallel_world() -> int:
 def shard_for_data_parallel(model: torch.nn.Module, engine: str = "auto",
                             device: torch.device | None = None) -> torch.nn.Module:
     """FULL_SHARD ``model`` over all ranks, one unit per block: ``shardkit.fsdp.shard`` (joining
-    ``shardkit.comm`` if needed) or, with ``engine="fsdp2"``, torch's ``fully_shard``."""
+    ``shardkit.comm`` if needed on CPU; on CUDA NCCL over torch's default group, joined with
+    ``cpu:gloo,cuda:nccl`` if needed) or, with ``engine="fsdp2"``, torch's ``fully_shard``."""
     from shardkit import comm, fsdp
     from shardkit.checkpointing.blocks import find_blocks
 
@@ -81,7 +82,9 @@ def shard_for_data_parallel(model: torch.nn.Module, engine: str = "auto",
     if fsdp2_engine.resolve_engine(engine, device) == "fsdp2":
         return fsdp2_engine.shard_fsdp2(model, device)
 
-    if not comm.is_initialized():
+    if device.type == "cuda":
+        fsdp2_engine.init_process_group()  # shard() then picks its "nccl" transport for the CUDA parameters
+    elif not comm.is_initialized():
         comm.init()
     try:
         block_ids = {id(m) for _, m in find_blocks(model)}
