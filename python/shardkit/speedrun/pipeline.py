@@ -150,13 +150,15 @@ class Speedrun:
         pairs = arithmetic.mistake_records(candidates, own, settings["dpo_pairs"])
         global_batch = self.config["dpo"]["per_device_train_batch_size"] * self.nproc
         if len(pairs) < global_batch:
-            raise RuntimeError(f"DPO: the SFT model got only {len(pairs)} of {len(candidates)} training problems wrong, "
+            raise RuntimeError(f"DPO: the SFT model got only {len(pairs)} of {len(candidates)} training problems "
+                               f"wrong, "
                                f"fewer than one global batch ({global_batch}); raise [arithmetic] dpo_candidates or "
                                "lower [dpo] per_device_train_batch_size")
         directory = files.stage_dir(self.run_dir, "dpo")
         files.write_jsonl(directory / "train.jsonl", pairs)
         test_own = self.result("sft")["eval"]["test_answers"]
-        files.write_jsonl(directory / "eval.jsonl", arithmetic.preference_records(self.test_problems, test_own, seed + 1))
+        files.write_jsonl(directory / "eval.jsonl",
+                          arithmetic.preference_records(self.test_problems, test_own, seed + 1))
         self._train_and_evaluate("dpo", started)
         self.state["stages"]["dpo"].update(
             pairs=len(pairs), candidates=len(candidates),

@@ -11,8 +11,8 @@ from shardkit.speedrun import files
 from shardkit.speedrun.config import TRAINING_STAGES
 from shardkit.speedrun.memory_probe import ITEMS
 
-TITLES = {"pretrain": "Pretraining", "sft": "SFT (arithmetic + replayed text)", "dpo": "DPO (right over own wrong answer)",
-          "grpo": "GRPO (exact-match + format reward)"}
+TITLES = {"pretrain": "Pretraining", "sft": "SFT (arithmetic + replayed text)",
+          "dpo": "DPO (right over own wrong answer)", "grpo": "GRPO (exact-match + format reward)"}
 #: The held-out perplexity at the end may be at most this many times pretraining's (SFT replays text to keep it).
 PERPLEXITY_BOUND = 3.0
 EXACT_REWARD = "rewards/exact_match_reward/mean"
@@ -145,8 +145,8 @@ def findings(state: dict) -> list[str]:
         base, last = stages["pretrain"]["eval"]["perplexity"], stages[done[-1]]["eval"]["perplexity"]
         ratio = last / base
         within = "within" if ratio <= PERPLEXITY_BOUND else "NOT within"
-        out.append(f"Held-out prose perplexity after {done[-1]} is {ratio:.2f}x pretraining's ({base:.1f} -> {last:.1f}): "
-                   f"{within} the {PERPLEXITY_BOUND:g}x bound.")
+        out.append(f"Held-out prose perplexity after {done[-1]} is {ratio:.2f}x pretraining's "
+                   f"({base:.1f} -> {last:.1f}): {within} the {PERPLEXITY_BOUND:g}x bound.")
         if ratio > PERPLEXITY_BOUND and not state["config"]["data"].get("sft_text_fraction"):
             out.append("SFT replays no pretraining text ([data] sft_text_fraction = 0), so the model forgets the "
                        "corpus (catastrophic forgetting).")
@@ -189,10 +189,11 @@ def _stage_notes(state: dict) -> list[str]:
         logs = [e for e in stages["grpo"]["training"]["log_history"] if EXACT_REWARD in e]
         g = state["config"]["grpo"]
         if logs:
+            weight = (g.get("reward_weights") or [1, 1])[1]
             lines += ["", f"GRPO: {g.get('num_generations', 8)} sampled answers per training problem (temperature "
-                      f"{g.get('temperature', 1.0):g}), reward = exact match + {(g.get('reward_weights') or [1, 1])[1]:g} x "
-                      f"format (a bare number closed by the turn's end); sampled exact match {logs[0][EXACT_REWARD]:.1%}"
-                      f" in the first logged steps, {logs[-1][EXACT_REWARD]:.1%} in the last."]
+                      f"{g.get('temperature', 1.0):g}), reward = exact match + {weight:g} x format (a bare number "
+                      f"closed by the turn's end); sampled exact match {logs[0][EXACT_REWARD]:.1%} in the first logged "
+                      f"steps, {logs[-1][EXACT_REWARD]:.1%} in the last."]
     return lines
 
 
