@@ -203,7 +203,7 @@ def test_dpo_pairs_reject_the_sft_models_own_wrong_answers(run):
         rejected, chosen = pair["rejected"][0]["content"], pair["chosen"][0]["content"]
         a, op, b = re.fullmatch(r"(\d+)([+-])(\d+)=\?", problem.question).groups()
         assert int(chosen) == (int(a) + int(b) if op == "+" else int(a) - int(b))  # the right answer
-        assert rejected != chosen and rejected.strip()
+        assert rejected != chosen
         assert rejected == _greedy(model, tokenizer, problem, settings["eval"]["max_new_tokens"])  # the model's own
 
 

@@ -121,8 +121,8 @@ def preference_records(problems: list[Problem], model_answers: list[str] | None,
 
 
 def is_own_mistake(answer: str | None, problem: Problem) -> bool:
-    """Whether a model's answer is a usable wrong answer: given, not empty, and not the right one."""
-    return answer is not None and bool(answer.strip()) and answer.strip() != problem.answer
+    """Whether a model's answer is wrong (an empty answer, ending the turn at once, is wrong too)."""
+    return answer is not None and answer.strip() != problem.answer
 
 
 def mistake_records(problems: list[Problem], model_answers: list[str], limit: int) -> list[dict]:
