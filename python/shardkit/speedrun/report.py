@@ -81,10 +81,13 @@ def plot_stages(run_dir: Path, state: dict) -> str | None:
     bars = ax1.bar(done, [100 * e["exact_match"] for e in evals], color="tab:green")
     ax1.bar_label(bars, fmt="%.1f%%")
     ax1.set(ylabel="exact match, held-out (%)", ylim=(0, 105), title="Arithmetic after each stage")
-    ax2.bar(done, [e["perplexity"] for e in evals], color="tab:blue")
+    ppl = [e["perplexity"] for e in evals]
+    ax2.bar_label(ax2.bar(done, ppl, color="tab:blue"), fmt="%.0f")
     ax2.axhline(PERPLEXITY_BOUND * evals[0]["perplexity"], color="tab:red", linestyle="--",
                 label=f"{PERPLEXITY_BOUND:g}x pretraining's")
-    ax2.set(ylabel="held-out perplexity", yscale="log", title="Prose after each stage")
+    # Linear from 0 unless a stage forgot the prose by orders of magnitude.
+    ax2.set(ylabel="held-out perplexity", title="Prose after each stage",
+            yscale="log" if max(ppl) > 30 * min(ppl) else "linear")
     ax2.legend()
     for ax in (ax1, ax2):
         ax.grid(axis="y", alpha=0.3)
