@@ -151,9 +151,8 @@ class Speedrun:
         global_batch = self.config["dpo"]["per_device_train_batch_size"] * self.nproc
         if len(pairs) < global_batch:
             raise RuntimeError(f"DPO: the SFT model got only {len(pairs)} of {len(candidates)} training problems "
-                               f"wrong, "
-                               f"fewer than one global batch ({global_batch}); raise [arithmetic] dpo_candidates or "
-                               "lower [dpo] per_device_train_batch_size")
+                               f"wrong, fewer than one global batch ({global_batch}); raise [arithmetic] "
+                               "dpo_candidates or lower [dpo] per_device_train_batch_size")
         directory = files.stage_dir(self.run_dir, "dpo")
         files.write_jsonl(directory / "train.jsonl", pairs)
         test_own = self.result("sft")["eval"]["test_answers"]
