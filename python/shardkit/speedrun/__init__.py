@@ -3,9 +3,11 @@
 1. train a byte-level BPE tokenizer on the bundled English texts;
 2. pretrain a GPT on them, FULL_SHARD over ``nproc`` local ranks (torchrun),
    bf16 weights with the fused AdamW's fp32 master weights;
-3. SFT it on held-out-checked arithmetic in chat format ("993-7=?" -> "986");
-4. DPO it on pairs that prefer the right answer to a wrong one;
-5. evaluate after every stage (held-out perplexity, arithmetic exact match,
+3. SFT it on held-out-checked arithmetic in chat format ("738-469=?" -> "269"),
+   mixed with replayed pretraining text so the prose is not forgotten;
+4. DPO it on pairs that prefer the right answer to the SFT model's own wrong one;
+5. GRPO it on training problems, rewarded for the exact answer and its format;
+6. evaluate after every stage (held-out perplexity, arithmetic exact match,
    DPO reward accuracy, samples) and write ``report.md`` with PNG plots.
 
 ::

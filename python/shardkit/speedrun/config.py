@@ -2,8 +2,9 @@
 
 A config is a dict of sections. ``tokenizer``, ``model``, ``data``,
 ``arithmetic``, ``eval`` and ``run`` are the speedrun's own; ``pretrain``,
-``sft`` and ``dpo`` hold fields of the trainers' configs (``PretrainConfig``,
-``SFTConfig``, ``DPOConfig``), plus ``compute_dtype``. A TOML file given with
+``sft``, ``dpo`` and ``grpo`` hold fields of the trainers' configs
+(``PretrainConfig``, ``SFTConfig``, ``DPOConfig``, ``GRPOConfig``), plus
+``compute_dtype``. A TOML file given with
 ``--config`` overrides single keys::
 
     [pretrain]
@@ -32,7 +33,7 @@ from shardkit.tokenizer.patterns import GPT4_PATTERN
 #: so every number is spelled digit by digit: what makes arithmetic learnable.
 DIGIT_PATTERN = GPT4_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 
-TRAINING_STAGES = ("pretrain", "sft", "dpo")
+TRAINING_STAGES = ("pretrain", "sft", "dpo", "grpo")
 SECTIONS = ("run", "tokenizer", "model", "data", "arithmetic", "eval", *TRAINING_STAGES)
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -41,29 +42,43 @@ _TINY: dict[str, dict[str, Any]] = {
     "tokenizer": {"vocab_size": 2048, "pattern": DIGIT_PATTERN, "texts": ["moby_dick", "sotu_1990_2021"]},
     "model": {"hidden_size": 128, "intermediate_size": 352, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2,
               "max_position_embeddings": 256, "tie_word_embeddings": True},
-    # held_out: the fraction at the end of every text kept for perplexity.
-    "data": {"held_out": 0.05, "seq_len": 128},
+    # held_out: the fraction at the end of every text kept for perplexity. sft_text_fraction: the share of SFT rows
+    # that are pretraining text (sft_text_len tokens each, all trained), so SFT does not forget the prose.
+    "data": {"held_out": 0.05, "seq_len": 128, "sft_text_fraction": 0.1, "sft_text_len": 32},
     # a (op) b with a < 10**digits and b < 10**operand_digits; train and test never share a problem.
-    "arithmetic": {"digits": 3, "operand_digits": 1, "ops": "+-", "train_size": 16000, "test_size": 200,
-                   "dpo_pairs": 2000},
+    # dpo_candidates: training problems the SFT model answers (greedy); its wrong answers, up to dpo_pairs, are the
+    # rejected side of DPO. grpo_prompts: training problems GRPO samples answers to.
+    # 3-digit +- 3-digit: 1% exact match after SFT; 3 +- 2: 78% after 1500 SFT steps (both measured, RESULTS.md).
+    "arithmetic": {"digits": 3, "operand_digits": 2, "ops": "+-", "train_size": 16000, "test_size": 200,
+                   "dpo_candidates": 8000, "dpo_pairs": 2000, "grpo_prompts": 4000},
     "eval": {"max_new_tokens": 6, "num_samples": 3, "sample_tokens": 48, "temperature": 0.8, "top_k": 40,
              "perplexity_windows": 64},
     # packing off: the pretraining rows are already seq_len-token chunks of the corpus.
     "pretrain": {"packing": False, "max_steps": 400, "per_device_train_batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 40,
                  "lr_scheduler_type": "cosine", "weight_decay": 0.1, "adam_beta2": 0.95, "logging_steps": 10,
                  "compute_dtype": "float32"},
-    # The answers come late and suddenly (in one run token accuracy went from 75% at step 600 to 97% at step 1000;
-    # in another it was 87% at step 1100), so SFT gets most of the time budget.
-    "sft": {"max_steps": 1500, "per_device_train_batch_size": 32, "learning_rate": 1e-3, "warmup_steps": 30,
+    # The answers come late and suddenly (3-digit +- 1-digit: 13% exact match after 600 steps, 41% after 1200, 100%
+    # after 1500; 3 +- 2 digits: 78% after 1500), so SFT gets most of the time budget, but stops short of the task.
+    "sft": {"max_steps": 1200, "per_device_train_batch_size": 32, "learning_rate": 1e-3, "warmup_steps": 30,
             "lr_scheduler_type": "cosine", "adam_beta2": 0.95, "logging_steps": 20, "compute_dtype": "float32"},
     # Plain sigmoid DPO lowered exact match (41% -> 16% from a shorter SFT): chosen and rejected answers share all
     # but a digit, and the mass pushed off the rejected digit went to truncated answers. TRL's "sft" term (the chosen
     # answers' NLL, as in RPO) keeps the chosen ones likely: 41% -> 53% at lr 2e-4. From this preset's SFT model
-    # (100%) lr 2e-4 lost 2 of 200 problems; 5e-5 keeps them all and reaches 68% reward accuracy.
-    "dpo": {"max_steps": 120, "per_device_train_batch_size": 16, "learning_rate": 5e-5, "warmup_steps": 10,
+    # (100%) lr 2e-4 lost 2 of 200 problems; 5e-5 keeps them all and reaches 68% reward accuracy. On pairs of the
+    # model's own mistakes only (3 +- 2 digits, SFT at 78%), 120 steps at 5e-5 over 406 pairs (9 epochs) fell to
+    # 59.5%, and 60 steps at 2e-5 over 1,600 pairs to 74.5%: hence more candidates, one pass and a small rate.
+    "dpo": {"max_steps": 60, "per_device_train_batch_size": 16, "learning_rate": 1e-5, "warmup_steps": 10,
             "loss_type": ["sigmoid", "sft"], "lr_scheduler_type": "cosine", "beta": 0.1, "adam_beta2": 0.95,
             "logging_steps": 10,
             "precompute_ref_log_probs": True, "compute_dtype": "float32"},
+    # GRPO on training problems, rewarded for the exact answer (1) and a bare number closed by the turn's end
+    # (0.1). 8 answers sampled per prompt, 16 prompts a round, two optimizer steps per round on 2 ranks. beta 0: no
+    # reference model (TRL's default). From the 78% SFT model lr 2e-5 gave 75.5% and lr 5e-5 at temperature 0.7
+    # 71% (sampled rewards noisy, no trend in 60 steps): hence a small rate.
+    "grpo": {"max_steps": 60, "per_device_train_batch_size": 32, "num_generations": 8, "steps_per_generation": 2,
+             "max_completion_length": 6, "temperature": 1.0, "learning_rate": 1e-5, "warmup_steps": 5,
+             "lr_scheduler_type": "constant_with_warmup", "beta": 0.0, "reward_weights": [1.0, 0.1],
+             "adam_beta2": 0.95, "logging_steps": 5, "compute_dtype": "float32"},
 }
 
 
@@ -83,11 +98,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         tokenizer={"vocab_size": 512},
         model={"hidden_size": 64, "intermediate_size": 176, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2},
         data={"seq_len": 64},
-        arithmetic={"train_size": 800, "test_size": 24, "dpo_pairs": 96},
+        arithmetic={"train_size": 800, "test_size": 24, "dpo_candidates": 96, "dpo_pairs": 96, "grpo_prompts": 64},
         eval={"num_samples": 1, "sample_tokens": 16, "perplexity_windows": 8},
         pretrain={"max_steps": 12, "warmup_steps": 2, "logging_steps": 2, "per_device_train_batch_size": 8},
         sft={"max_steps": 12, "warmup_steps": 2, "logging_steps": 2, "per_device_train_batch_size": 16},
         dpo={"max_steps": 6, "warmup_steps": 1, "logging_steps": 2, "per_device_train_batch_size": 8},
+        grpo={"max_steps": 4, "warmup_steps": 1, "logging_steps": 2, "per_device_train_batch_size": 8,
+              "num_generations": 4, "steps_per_generation": 1},
     ),
     # Longer and better: a wider, deeper model trained for longer (one to two hours on 2 cores; not measured end to end).
     "small": _derive(
@@ -99,6 +116,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         pretrain={"max_steps": 2000, "learning_rate": 1.5e-3, "warmup_steps": 100},
         sft={"max_steps": 2000, "learning_rate": 7e-4},
         dpo={"max_steps": 300, "learning_rate": 1e-4},
+        grpo={"max_steps": 150},
     ),
     # For one H100 (--device cuda), meant to take minutes: a 27M-parameter model computing in bf16. Sized by
     # arithmetic, NOT measured: it has not run on a GPU yet (see benchmarks/RESULTS.md). Pretraining sees
@@ -117,6 +135,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
              "compute_dtype": "bfloat16"},
         dpo={"max_steps": 300, "per_device_train_batch_size": 32, "learning_rate": 5e-5, "logging_steps": 20,
              "compute_dtype": "bfloat16"},
+        grpo={"max_steps": 200, "per_device_train_batch_size": 64, "logging_steps": 10, "compute_dtype": "bfloat16"},
     ),
 }
 
@@ -138,7 +157,8 @@ def _config_class(stage: str):
     """The trainer config class of a training stage."""
     import shardkit.trainers as trainers
 
-    return {"pretrain": trainers.PretrainConfig, "sft": trainers.SFTConfig, "dpo": trainers.DPOConfig}[stage]
+    return {"pretrain": trainers.PretrainConfig, "sft": trainers.SFTConfig, "dpo": trainers.DPOConfig,
+            "grpo": trainers.GRPOConfig}[stage]
 
 
 def _allowed_keys(section: str, base: dict[str, Any]) -> set[str]:
@@ -186,15 +206,24 @@ def _check(config: dict[str, dict[str, Any]]) -> None:
     if not 0.0 < held_out < 0.5:
         raise ValueError(f"config: [data] held_out must be in (0, 0.5), got {held_out!r}")
     arith = config["arithmetic"]
-    for key in ("digits", "operand_digits", "train_size", "test_size", "dpo_pairs"):
+    for key in ("digits", "operand_digits", "train_size", "test_size", "dpo_candidates", "dpo_pairs", "grpo_prompts"):
         if not isinstance(arith[key], int) or arith[key] < 1:
             raise ValueError(f"config: [arithmetic] {key} must be a positive int, got {arith[key]!r}")
+    for key in ("dpo_candidates", "grpo_prompts"):
+        if arith[key] > arith["train_size"]:
+            raise ValueError(f"config: [arithmetic] {key} ({arith[key]}) must be at most train_size "
+                             f"({arith['train_size']}): they are training problems")
+    data = config["data"]
+    if not 0.0 <= data["sft_text_fraction"] < 1.0:
+        raise ValueError(f"config: [data] sft_text_fraction must be in [0, 1), got {data['sft_text_fraction']!r}")
+    if not isinstance(data["sft_text_len"], int) or not 2 <= data["sft_text_len"] <= data["seq_len"]:
+        raise ValueError(f"config: [data] sft_text_len must be an int in [2, seq_len], got {data['sft_text_len']!r}")
     if not arith["ops"] or set(arith["ops"]) - set("+-"):
         raise ValueError(f"config: [arithmetic] ops must be made of '+' and '-', got {arith['ops']!r}")
 
 
 def trainer_args(config: dict[str, dict[str, Any]], stage: str, output_dir: str):
-    """The trainer config (``PretrainConfig``/``SFTConfig``/``DPOConfig``) of a stage."""
+    """The trainer config (``PretrainConfig``/``SFTConfig``/``DPOConfig``/``GRPOConfig``) of a stage."""
     values = {k: v for k, v in config[stage].items() if k != "compute_dtype"}
     values.update(output_dir=output_dir, seed=config["run"]["seed"])
     values.setdefault("max_length", config["data"]["seq_len"])

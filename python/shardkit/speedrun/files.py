@@ -5,7 +5,7 @@
     RUN/
       state.json               settings and the result of every finished stage
       tokenizer/tokenizer.json
-      pretrain/ sft/ dpo/      train.jsonl (+ eval.jsonl), model.safetensors,
+      pretrain/ sft/ dpo/ grpo/ train.jsonl (+ eval.jsonl), model.safetensors,
                                result.json, metrics.jsonl, checkpoint-*/
       report.md, *.png
 """

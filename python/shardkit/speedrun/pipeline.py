@@ -14,7 +14,7 @@ from pathlib import Path
 from shardkit.speedrun import arithmetic, corpus_data, files
 from shardkit.speedrun.launch import launch
 
-STAGES = ("tokenizer", "pretrain", "sft", "dpo")
+STAGES = ("tokenizer", "pretrain", "sft", "dpo", "grpo")
 
 
 class Speedrun:
@@ -126,24 +126,52 @@ class Speedrun:
 
     def _run_sft(self) -> None:
         started = time.perf_counter()
-        files.write_jsonl(files.stage_dir(self.run_dir, "sft") / "train.jsonl",
-                          arithmetic.sft_records(self.train_problems))
+        settings, seed = self.config["data"], self.config["run"]["seed"]
+        train_texts, _ = self._texts()
+        text_ids = corpus_data.token_stream(self.tokenizer, train_texts)
+        records = corpus_data.mixed_sft_records(self.tokenizer, arithmetic.sft_records(self.train_problems), text_ids,
+                                                settings["sft_text_fraction"], settings["sft_text_len"], seed)
+        files.write_jsonl(files.stage_dir(self.run_dir, "sft") / "train.jsonl", records)
         self._train_and_evaluate("sft", started)
+        self.state["stages"]["sft"]["text_rows"] = sum(r["kind"] == "text" for r in records)
+        self.state["stages"]["sft"]["arithmetic_rows"] = sum(r["kind"] == "arithmetic" for r in records)
+        self._save()
 
     def _run_dpo(self) -> None:
         from shardkit.speedrun.evaluate import answer, load_model
 
         started = time.perf_counter()
         settings, seed = self.config["arithmetic"], self.config["run"]["seed"]
-        problems = self.train_problems[: settings["dpo_pairs"]]
+        # The SFT model's greedy answers to training problems; the pairs reject its wrong ones (and only those).
+        candidates = self.train_problems[: settings["dpo_candidates"]]
         sft_model = load_model(files.stage_dir(self.run_dir, "sft") / "model.safetensors", self.config,
                                len(self.tokenizer))
-        own = answer(sft_model, self.tokenizer, problems, self.config["eval"]["max_new_tokens"], desc="dpo pairs")
+        own = answer(sft_model, self.tokenizer, candidates, self.config["eval"]["max_new_tokens"], desc="dpo pairs")
+        pairs = arithmetic.mistake_records(candidates, own, settings["dpo_pairs"])
+        global_batch = self.config["dpo"]["per_device_train_batch_size"] * self.nproc
+        if len(pairs) < global_batch:
+            raise RuntimeError(f"DPO: the SFT model got only {len(pairs)} of {len(candidates)} training problems "
+                               f"wrong, fewer than one global batch ({global_batch}); raise [arithmetic] "
+                               "dpo_candidates or lower [dpo] per_device_train_batch_size")
         directory = files.stage_dir(self.run_dir, "dpo")
-        files.write_jsonl(directory / "train.jsonl", arithmetic.preference_records(problems, own, seed))
+        files.write_jsonl(directory / "train.jsonl", pairs)
         test_own = self.result("sft")["eval"]["test_answers"]
-        files.write_jsonl(directory / "eval.jsonl", arithmetic.preference_records(self.test_problems, test_own, seed + 1))
+        files.write_jsonl(directory / "eval.jsonl",
+                          arithmetic.preference_records(self.test_problems, test_own, seed + 1))
         self._train_and_evaluate("dpo", started)
-        self.state["stages"]["dpo"]["pairs_from_model"] = sum(
-            a.strip() != p.answer and bool(a.strip()) for a, p in zip(own, problems)) / len(problems)
+        self.state["stages"]["dpo"].update(
+            pairs=len(pairs), candidates=len(candidates),
+            sft_train_exact_match=arithmetic.exact_match(own, candidates),
+            pairs_from_model=1.0)  # every training pair rejects the SFT model's own answer
         self._save()
+
+    def _run_grpo(self) -> None:
+        started = time.perf_counter()
+        settings = self.config["arithmetic"]
+        # Training problems after DPO's candidates where there are enough (GRPO then sees problems DPO did not).
+        start = settings["dpo_candidates"]
+        if start + settings["grpo_prompts"] > len(self.train_problems):
+            start = 0
+        problems = self.train_problems[start : start + settings["grpo_prompts"]]
+        files.write_jsonl(files.stage_dir(self.run_dir, "grpo") / "train.jsonl", arithmetic.grpo_records(problems))
+        self._train_and_evaluate("grpo", started)

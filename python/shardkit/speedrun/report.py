@@ -11,7 +11,11 @@ from shardkit.speedrun import files
 from shardkit.speedrun.config import TRAINING_STAGES
 from shardkit.speedrun.memory_probe import ITEMS
 
-TITLES = {"pretrain": "Pretraining", "sft": "SFT (arithmetic, answer-only loss)", "dpo": "DPO (right over wrong answer)"}
+TITLES = {"pretrain": "Pretraining", "sft": "SFT (arithmetic + replayed text)",
+          "dpo": "DPO (right over own wrong answer)", "grpo": "GRPO (exact-match + format reward)"}
+#: The held-out perplexity at the end may be at most this many times pretraining's (SFT replays text to keep it).
+PERPLEXITY_BOUND = 3.0
+EXACT_REWARD = "rewards/exact_match_reward/mean"
 
 
 def _dpo_loss_name(config: dict) -> str:
@@ -38,13 +42,21 @@ def plot_losses(run_dir: Path, state: dict) -> dict[str, str]:
             continue
         logs = [e for e in state["stages"][stage]["training"]["log_history"] if "loss" in e]
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([e["step"] for e in logs], [e["loss"] for e in logs], marker="." if len(logs) < 30 else None)
+        key = "reward" if stage == "grpo" else "loss"  # GRPO's loss is ~0 by construction; its reward is the signal
+        ax.plot([e["step"] for e in logs], [e.get(key, float("nan")) for e in logs],
+                marker="." if len(logs) < 30 else None)
+        if stage == "grpo":
+            ax2 = ax.twinx()
+            ax2.plot([e["step"] for e in logs], [e.get(EXACT_REWARD, float("nan")) for e in logs],
+                     color="tab:orange", alpha=0.7)
+            ax2.set_ylabel("sampled exact match", color="tab:orange")
         if stage == "dpo":
             ax2 = ax.twinx()
             ax2.plot([e["step"] for e in logs], [e.get("rewards/accuracies", float("nan")) for e in logs],
                      color="tab:orange", alpha=0.7)
             ax2.set_ylabel("reward accuracy", color="tab:orange")
-        ax.set(xlabel="optimizer step", ylabel="loss", title=TITLES[stage])
+        ax.set(xlabel="optimizer step", ylabel="reward (weighted sum)" if stage == "grpo" else "loss",
+               title=TITLES[stage])
         ax.grid(alpha=0.3)
         fig.tight_layout()
         name = f"loss_{stage}.png"
@@ -52,6 +64,37 @@ def plot_losses(run_dir: Path, state: dict) -> dict[str, str]:
         plt.close(fig)
         out[stage] = name
     return out
+
+
+def plot_stages(run_dir: Path, state: dict) -> str | None:
+    """Two panels: held-out exact match and held-out perplexity after every training stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [s for s in TRAINING_STAGES if s in state["stages"]]
+    if not done:
+        return None
+    evals = [state["stages"][s]["eval"] for s in done]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    bars = ax1.bar(done, [100 * e["exact_match"] for e in evals], color="tab:green")
+    ax1.bar_label(bars, fmt="%.1f%%")
+    ax1.set(ylabel="exact match, held-out (%)", ylim=(0, 105), title="Arithmetic after each stage")
+    ppl = [e["perplexity"] for e in evals]
+    ax2.bar_label(ax2.bar(done, ppl, color="tab:blue"), fmt="%.0f")
+    ax2.axhline(PERPLEXITY_BOUND * evals[0]["perplexity"], color="tab:red", linestyle="--",
+                label=f"{PERPLEXITY_BOUND:g}x pretraining's")
+    # Linear from 0 unless a stage forgot the prose by orders of magnitude.
+    ax2.set(ylabel="held-out perplexity", title="Prose after each stage",
+            yscale="log" if max(ppl) > 30 * min(ppl) else "linear")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    files.write_atomic(run_dir / "stages.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return "stages.png"
 
 
 def plot_memory(run_dir: Path, memory: dict) -> str:
@@ -85,27 +128,76 @@ def _last(logs: list[dict], key: str):
 def findings(state: dict) -> list[str]:
     """What the numbers say, in sentences (including when a stage did not help)."""
     stages = state["stages"]
-    em = {s: stages[s]["eval"]["exact_match"] for s in TRAINING_STAGES if s in stages}
+    done = [s for s in TRAINING_STAGES if s in stages]
+    em = {s: stages[s]["eval"]["exact_match"] for s in done}
     out = []
-    if "sft" in em:
-        verdict = "raised" if em["sft"] > em["pretrain"] else "did NOT raise"
-        out.append(f"SFT {verdict} exact match from {em['pretrain']:.1%} to {em['sft']:.1%}.")
-    if "dpo" in em:
-        dpo = stages["dpo"]
-        acc = dpo["training"].get("eval", {}).get("eval_rewards/accuracies")
+    if "dpo" in stages:
+        acc = stages["dpo"]["training"].get("eval", {}).get("eval_rewards/accuracies")
         if acc is not None:
             out.append(f"DPO's reward accuracy on held-out pairs is {acc:.1%} ({'above' if acc > 0.5 else 'NOT above'} 0.5).")
-        change = em["dpo"] - em["sft"]
-        if change < 0:
-            out.append(f"DPO LOWERED exact match by {-change:.1%} ({em['sft']:.1%} -> {em['dpo']:.1%}).")
+    for before, after in zip(done, done[1:]):
+        change = em[after] - em[before]
+        name = after.upper()
+        if change > 0:
+            out.append(f"{name} raised exact match by {change:.1%} ({em[before]:.1%} -> {em[after]:.1%}).")
+        elif change == 0:
+            out.append(f"{name} left exact match where it was ({em[before]:.1%}): no gain.")
         else:
-            out.append(f"DPO kept exact match at or above SFT's ({em['sft']:.1%} -> {em['dpo']:.1%}).")
-    ppl = {s: stages[s]["eval"]["perplexity"] for s in TRAINING_STAGES if s in stages}
-    if "sft" in ppl and ppl["sft"] > 2 * ppl["pretrain"]:
-        out.append(f"Prose perplexity rose from {ppl['pretrain']:.1f} to {ppl['sft']:.1f} after SFT: its data is "
-                   "arithmetic only, so the model forgets the corpus (catastrophic forgetting); mix pretraining "
-                   "text into the SFT data to keep it.")
+            out.append(f"{name} LOWERED exact match by {-change:.1%} ({em[before]:.1%} -> {em[after]:.1%}).")
+    if len(done) > 1 and "pretrain" in stages:
+        base, last = stages["pretrain"]["eval"]["perplexity"], stages[done[-1]]["eval"]["perplexity"]
+        ratio = last / base
+        within = "within" if ratio <= PERPLEXITY_BOUND else "NOT within"
+        out.append(f"Held-out prose perplexity after {done[-1]} is {ratio:.2f}x pretraining's "
+                   f"({base:.1f} -> {last:.1f}): {within} the {PERPLEXITY_BOUND:g}x bound.")
+        if ratio > PERPLEXITY_BOUND and not state["config"]["data"].get("sft_text_fraction"):
+            out.append("SFT replays no pretraining text ([data] sft_text_fraction = 0), so the model forgets the "
+                       "corpus (catastrophic forgetting).")
     return out
+
+
+def _results_table(stages: dict) -> list[str]:
+    lines = ["| after | exact match | held-out perplexity | exact match change | perplexity / pretraining's |",
+             "|---|---|---|---|---|"]
+    previous, base = None, stages.get("pretrain", {}).get("eval", {}).get("perplexity")
+    for s in TRAINING_STAGES:
+        if s in stages:
+            e = stages[s]["eval"]
+            change = "-" if previous is None else f"{e['exact_match'] - previous:+.1%}"
+            ratio = f"{e['perplexity'] / base:.2f}x" if base else "-"
+            lines.append(f"| {s} | {e['exact_match']:.1%} | {e['perplexity']:.2f} | {change} | {ratio} |")
+            previous = e["exact_match"]
+    return lines
+
+
+def _stage_notes(state: dict) -> list[str]:
+    stages, lines = state["stages"], []
+    if "sft" in stages and "text_rows" in stages["sft"]:
+        sft = stages["sft"]
+        lines += ["", f"SFT data: {sft['arithmetic_rows']:,} arithmetic conversations (loss on the answer) mixed with "
+                  f"{sft['text_rows']:,} windows of pretraining text of {state['config']['data']['sft_text_len']} "
+                  "tokens (loss on every token), so the prose is not forgotten."]
+    if "dpo" in stages:
+        dpo, t = stages["dpo"], stages["dpo"]["training"]
+        train_acc = _last(t["log_history"], "rewards/accuracies")
+        eval_acc = t.get("eval", {}).get("eval_rewards/accuracies")
+        source = (f"{dpo['pairs']:,} training pairs, each rejecting the SFT model's own wrong greedy answer to a "
+                  f"training problem (it answered {dpo['sft_train_exact_match']:.1%} of {dpo['candidates']:,} right)"
+                  if "pairs" in dpo else f"{dpo.get('pairs_from_model', 0):.0%} of the training pairs reject the SFT "
+                  "model's own wrong answer")
+        lines += ["", f"DPO: {source}; chosen is the right answer. Reward accuracy: {eval_acc:.1%} on held-out pairs, "
+                  f"{train_acc:.1%} in the last logged training steps. DPO loss: {_dpo_loss_name(state['config'])} "
+                  "(`sft` is the chosen answers' NLL, TRL's term)."]
+    if "grpo" in stages:
+        logs = [e for e in stages["grpo"]["training"]["log_history"] if EXACT_REWARD in e]
+        g = state["config"]["grpo"]
+        if logs:
+            weight = (g.get("reward_weights") or [1, 1])[1]
+            lines += ["", f"GRPO: {g.get('num_generations', 8)} sampled answers per training problem (temperature "
+                      f"{g.get('temperature', 1.0):g}), reward = exact match + {weight:g} x format (a bare number "
+                      f"closed by the turn's end); sampled exact match {logs[0][EXACT_REWARD]:.1%} in the first logged "
+                      f"steps, {logs[-1][EXACT_REWARD]:.1%} in the last."]
+    return lines
 
 
 def write_report(run_dir: Path, state: dict) -> Path:
@@ -125,20 +217,12 @@ def write_report(run_dir: Path, state: dict) -> Path:
         "## Results", "",
         f"Held-out arithmetic: {len(stages.get('sft', stages.get('pretrain', {})).get('eval', {}).get('test_answers', []))} "
         "problems never trained on, greedy answers, exact match. Perplexity: held-out tail of every text.", "",
-        "| after | exact match | held-out perplexity |", "|---|---|---|",
     ]
-    for s in TRAINING_STAGES:
-        if s in stages:
-            e = stages[s]["eval"]
-            lines.append(f"| {s} | {e['exact_match']:.1%} | {e['perplexity']:.2f} |")
-    if "dpo" in stages:
-        t = stages["dpo"]["training"]
-        train_acc = _last(t["log_history"], "rewards/accuracies")
-        eval_acc = t.get("eval", {}).get("eval_rewards/accuracies")
-        lines += ["", f"DPO reward accuracy: {eval_acc:.1%} on held-out pairs, {train_acc:.1%} in the last logged "
-                  f"training steps. {stages['dpo'].get('pairs_from_model', 0):.0%} of the training pairs reject the "
-                  "SFT model's own wrong answer, the rest a near miss (carry or last digit off). DPO loss: "
-                  f"{_dpo_loss_name(state['config'])} (`sft` is the chosen answers' NLL, TRL's term)."]
+    lines += _results_table(stages)
+    stage_plot = plot_stages(run_dir, state)
+    if stage_plot:
+        lines += ["", f"![exact match and perplexity per stage]({stage_plot})"]
+    lines += _stage_notes(state)
     lines += ["", *[f"- {f}" for f in findings(state)], "", "## Throughput", "",
               "| stage | ranks | steps | tokens | train seconds | tokens/s | stage wall seconds |", "|---|---|---|---|---|---|---|"]
     if "tokenizer" in stages:

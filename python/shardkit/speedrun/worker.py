@@ -21,8 +21,8 @@ import torch
 from shardkit.speedrun import files, lifetime
 from shardkit.speedrun.device import DEVICE_ENV
 
-TRAINER_CLASSES = {"pretrain": "PretrainTrainer", "sft": "SFTTrainer", "dpo": "DPOTrainer"}
-PREVIOUS = {"sft": "pretrain", "dpo": "sft"}
+TRAINER_CLASSES = {"pretrain": "PretrainTrainer", "sft": "SFTTrainer", "dpo": "DPOTrainer", "grpo": "GRPOTrainer"}
+PREVIOUS = {"sft": "pretrain", "dpo": "sft", "grpo": "dpo"}
 
 
 def build_model(config: dict, vocab_size: int, seed: int):
@@ -33,12 +33,13 @@ def build_model(config: dict, vocab_size: int, seed: int):
     return GPT(GPTConfig(vocab_size=vocab_size, **config["model"]))
 
 
-def load_tokenizer(run_dir: Path):
+def load_tokenizer(run_dir: Path, eos_token: str = "<|endoftext|>"):
     from shardkit.tokenizer import BPETokenizer, TrainerTokenizer
 
     # The run wrote this file itself, with the pattern of its own config (a
     # custom digit-splitting one by default), so its pattern is trusted.
-    return TrainerTokenizer(BPETokenizer.load(files.tokenizer_path(run_dir), trust_pattern=True))
+    bpe = BPETokenizer.load(files.tokenizer_path(run_dir), trust_pattern=True)
+    return TrainerTokenizer(bpe, eos_token=eos_token, pad_token="<|endoftext|>")
 
 
 def _even(records: list[dict], multiple: int) -> list[dict]:
@@ -99,8 +100,11 @@ def run_stage(stage: str, run_dir: Path) -> None:
     train = _even(files.read_jsonl(directory / "train.jsonl"), global_batch)
     eval_path = directory / "eval.jsonl"
     evaluation = files.read_jsonl(eval_path) if eval_path.exists() else None
-    trainer = getattr(trainers, TRAINER_CLASSES[stage])(model, args=args, train_dataset=train,
-                                                       eval_dataset=evaluation, processing_class=tokenizer)
+    if stage == "grpo":
+        trainer = _grpo_trainer(model, args, train, run_dir)
+    else:
+        trainer = getattr(trainers, TRAINER_CLASSES[stage])(model, args=args, train_dataset=train,
+                                                           eval_dataset=evaluation, processing_class=tokenizer)
     resume = checkpoint.latest(directory)  # also recovers a checkpoint a crashed save left aside
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -127,6 +131,17 @@ def run_stage(stage: str, run_dir: Path) -> None:
     if comm.is_initialized() and comm.get_group().rank != 0:
         return
     files.write_json(directory / "result.json", result)
+
+
+def _grpo_trainer(model, args, train: list[dict], run_dir: Path):
+    """GRPO with the exact-match and format rewards. Its sampled answers end at ``<|im_end|>`` (the assistant
+    turn's end, what SFT taught), so that token is the tokenizer's EOS here."""
+    from shardkit.speedrun.arithmetic import FormatReward, exact_match_reward
+    from shardkit.trainers import GRPOTrainer
+
+    tokenizer = load_tokenizer(run_dir, eos_token="<|im_end|>")
+    rewards = [exact_match_reward, FormatReward(tokenizer.eos_token_id)]
+    return GRPOTrainer(model, rewards, args=args, train_dataset=train, processing_class=tokenizer)
 
 
 def _shard_on_cuda(model, device, compute, world: int):

@@ -105,6 +105,10 @@ class TrainerTokenizer:
             ids = [i for i in ids if i not in special]
         return self.bpe.decode(ids)
 
+    def batch_decode(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
+        """``decode`` of every sequence (HF's name; what ``GRPOTrainer`` calls on its completions)."""
+        return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in sequences]
+
     def convert_tokens_to_ids(self, token: str) -> int:
         """The id of a special token."""
         specials = self.bpe.special_tokens
