@@ -18,7 +18,6 @@ from shardkit.memory import (
     model_state_bytes,
 )
 from shardkit.memory.measure import unique_storage_bytes
-from shardkit.models import GPT, GPTConfig
 from shardkit.trainers import (
     DPOConfig,
     DPOTrainer,
@@ -28,7 +27,7 @@ from shardkit.trainers import (
     scalar_head_gpt,
 )
 
-from tests.trainers.conftest import make_records, make_tokenizer
+from tests.trainers.conftest import make_gpt, make_records, make_tokenizer
 
 GB = 1e9
 
@@ -80,19 +79,7 @@ def test_cli_memory_recipe(capsys):
 
 
 def _gpt(vocab, seed):
-    torch.manual_seed(seed)
-    return GPT(
-        GPTConfig(
-            vocab_size=vocab,
-            hidden_size=32,
-            intermediate_size=64,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-        )
-    )
+    return make_gpt(vocab, seed)
 
 
 def _spec(vocab):

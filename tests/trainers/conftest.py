@@ -22,6 +22,15 @@ def make_llama(vocab_size: int, seed: int = 0, tied: bool = False):
     return LlamaForCausalLM(cfg)
 
 
+def make_gpt(vocab_size: int, seed: int = 0):
+    """The shardkit GPT of the same shape as ``make_llama`` (tied embeddings), seeded."""
+    from shardkit.models import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                         num_kv_heads=2, max_position_embeddings=256, tie_word_embeddings=True))
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models run faster on one thread, and the test machine's cores are shared."""

@@ -3,29 +3,16 @@
 import pytest
 import torch
 from safetensors.torch import load_model
-from shardkit.models import GPT, GPTConfig
 from shardkit.trainers import SFTConfig, SFTTrainer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from tests.trainers.conftest import make_records, make_tokenizer
+from tests.trainers.conftest import make_gpt, make_records, make_tokenizer
 
 DECAY = 0.8
 
 
 def _gpt(tok, seed=0):
-    torch.manual_seed(seed)
-    return GPT(
-        GPTConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-        )
-    )
+    return make_gpt(len(tok), seed)
 
 
 def _trainer(tok, out, **kw):

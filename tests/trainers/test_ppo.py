@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from shardkit.models import GPT, GPTConfig
 from shardkit.trainers import (
     PPOConfig,
     PPOTrainer,
@@ -22,23 +21,11 @@ from shardkit.trainers import (
 )
 from shardkit.trainers.scores import position_scores
 
-from tests.trainers.conftest import make_llama, make_records, make_tokenizer
+from tests.trainers.conftest import make_gpt, make_llama, make_records, make_tokenizer
 
 
 def _gpt(tok, seed):
-    torch.manual_seed(seed)
-    return GPT(
-        GPTConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-        )
-    )
+    return make_gpt(len(tok), seed)
 
 
 def _args(tmp_path, **kw):
