@@ -12,6 +12,11 @@ import torch
 from shardkit.models.kv_cache import KVCache
 
 
+def is_right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of ``mask`` (B, T) is ones followed by zeros (a sync if ``mask`` is on a device)."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
 def document_ids(position_ids: torch.Tensor) -> torch.Tensor | None:
     """(B, T) document index per token of a packed batch, or None if nothing is packed.
 

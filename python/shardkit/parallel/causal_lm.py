@@ -45,7 +45,7 @@ class PlanCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, use_cache=None, **_):
         from shardkit.models.gpt import CausalLMOutput
-        from shardkit.trainers.device import is_right_padded
+        from shardkit.models.attention_mask import is_right_padded
 
         b, t = input_ids.shape
         if attention_mask is not None and not is_right_padded(attention_mask):

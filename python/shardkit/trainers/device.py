@@ -23,6 +23,8 @@ import re
 
 import torch
 
+from shardkit.models.attention_mask import is_right_padded
+
 _CUDA_INDEX = re.compile(r"cuda:(\d+)")
 
 
@@ -99,11 +101,6 @@ def should_pin(tensor: torch.Tensor, device: torch.device) -> bool:
     needs CUDA).
     """
     return device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned()
-
-
-def is_right_padded(mask: torch.Tensor) -> bool:
-    """True when every row of ``mask`` (B, T) is ones followed by zeros (a sync if ``mask`` is on a device)."""
-    return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
 class DeviceBatch(dict):
