@@ -12,7 +12,7 @@ from shardkit.speedrun.config import TRAINING_STAGES
 from shardkit.speedrun.memory_probe import ITEMS
 
 TITLES = {"pretrain": "Pretraining", "sft": "SFT (arithmetic + replayed text)",
-          "dpo": "DPO (right over own wrong answer)", "grpo": "GRPO (exact-match + format reward)"}
+          "dpo": "DPO (right over own wrong answer)", "grpo": "GRPO (exact-match reward)"}
 #: The held-out perplexity at the end may be at most this many times pretraining's (SFT replays text to keep it).
 PERPLEXITY_BOUND = 3.0
 EXACT_REWARD = "rewards/exact_match_reward/mean"
@@ -193,9 +193,10 @@ def _stage_notes(state: dict) -> list[str]:
         g = state["config"]["grpo"]
         if logs:
             weight = (g.get("reward_weights") or [1, 1])[1]
+            reward = ("exact match (the format reward is logged, at weight 0)" if weight == 0 else
+                      f"exact match + {weight:g} x format (a bare number closed by the turn's end)")
             lines += ["", f"GRPO: {g.get('num_generations', 8)} sampled answers per training problem (temperature "
-                      f"{g.get('temperature', 1.0):g}), reward = exact match + {weight:g} x format (a bare number "
-                      f"closed by the turn's end); sampled exact match {logs[0][EXACT_REWARD]:.1%} in the first logged "
+                      f"{g.get('temperature', 1.0):g}), reward = {reward}; sampled exact match {logs[0][EXACT_REWARD]:.1%} in the first logged "
                       f"steps, {logs[-1][EXACT_REWARD]:.1%} in the last."]
     return lines
 
