@@ -32,7 +32,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from shardkit.models.generation import _sample
+from shardkit.models.generation import _sample, check_generate_args
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -161,12 +161,7 @@ class DecodeSnapshot:
         Same contract as ``shardkit.models.generation.generate``.
         """
         cfg = self.config
-        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            raise ValueError(f"input_ids must be a non-empty (batch, seq) tensor, got shape {tuple(input_ids.shape)}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        check_generate_args(input_ids, max_new_tokens, temperature, top_k, top_p)
         b, t = input_ids.shape
         total = t + max_new_tokens
         if total > cfg.max_position_embeddings:

@@ -128,38 +128,14 @@ def train_with_plan(trainer, resume_from_checkpoint=None):
         from shardkit.trainers.plan_preference import train_preference_with_plan
 
         return train_preference_with_plan(trainer, plan, pm, _replica(pm), resume_from_checkpoint)
-    bs, n = args.per_device_train_batch_size, len(trainer.train_examples)
-    per_epoch = math.ceil(n / (bs * plan.dp))
-    total = (
-        args.max_steps
-        if args.max_steps > 0
-        else max(1, math.ceil(args.num_train_epochs * per_epoch))
-    )
-    params = [p for p in pm.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, args)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
-    trainer.optimizer, trainer.lr_scheduler = optimizer, scheduler
-    if resume_from_checkpoint is not None:
-        plan_checkpoint.load(trainer, pm, resume_from_checkpoint)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    log = MetricsLog(args, total, initial=trainer.state.global_step, enabled=rank == 0,
-                     history=trainer.state.log_history)
+    per_epoch, total, log = prepare_plan_run(trainer, plan, pm, resume_from_checkpoint)
+    optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
     replica = _replica(pm)
     pm.train()
     try:
         while trainer.state.global_step < total:
             started = time.perf_counter()
-            step = trainer.state.global_step
-            epoch, j = divmod(step, per_epoch)
-            order = trainer.epoch_order(epoch)
-            rows = order[j * bs * plan.dp : (j + 1) * bs * plan.dp][
-                replica * bs : (replica + 1) * bs
-            ]
-            if not rows:
-                raise ValueError(
-                    f"data-parallel replica {replica} has no examples in step {step}: the dataset "
-                    f"({n} examples) leaves a last batch smaller than {plan.dp} replicas"
-                )
+            rows = replica_rows(trainer, plan, replica, per_epoch)
             batch = trainer.collate([trainer.train_examples[i] for i in rows])
             ids, labels = _input_and_labels(batch, plan)
             loss = float(pm.forward_backward(ids, labels))
@@ -196,3 +172,34 @@ def train_with_plan(trainer, resume_from_checkpoint=None):
     finally:
         log.close()
     return trainer.state
+
+
+def prepare_plan_run(trainer, plan, pm, resume_from_checkpoint=None):
+    """What every loop under a plan sets up first: ``(steps per epoch, total steps, metrics log)``.
+
+    Sets ``trainer.optimizer`` / ``trainer.lr_scheduler`` over ``pm``'s trainable
+    parameters and loads ``resume_from_checkpoint`` (a plan checkpoint) into them.
+    """
+    args = trainer.args
+    per_epoch = math.ceil(len(trainer.train_examples) / (args.per_device_train_batch_size * plan.dp))
+    total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * per_epoch))
+    optimizer = build_optimizer([p for p in pm.parameters() if p.requires_grad], args)
+    trainer.optimizer = optimizer
+    trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
+    if resume_from_checkpoint is not None:
+        plan_checkpoint.load(trainer, pm, resume_from_checkpoint)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    log = MetricsLog(args, total, initial=trainer.state.global_step, enabled=rank == 0,
+                     history=trainer.state.log_history)
+    return per_epoch, total, log
+
+
+def replica_rows(trainer, plan, replica: int, per_epoch: int) -> list[int]:
+    """The example indices data-parallel ``replica`` trains in the current step (its TP/PP ranks share them)."""
+    bs, step = trainer.args.per_device_train_batch_size, trainer.state.global_step
+    epoch, j = divmod(step, per_epoch)
+    rows = trainer.epoch_order(epoch)[j * bs * plan.dp:(j + 1) * bs * plan.dp][replica * bs:(replica + 1) * bs]
+    if not rows:
+        raise ValueError(f"data-parallel replica {replica} has no examples in step {step}: the dataset "
+                         f"({len(trainer.train_examples)} examples) leaves a last batch smaller than {plan.dp} replicas")
+    return rows

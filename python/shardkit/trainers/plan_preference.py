@@ -22,15 +22,12 @@ Checkpoints and resuming as in ``plan_loop`` (``trainers/plan_checkpoint.py``).
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
-import torch.distributed as dist
 
 from shardkit.trainers import plan_checkpoint
-from shardkit.trainers.metrics_log import MetricsLog
-from shardkit.trainers.setup import build_optimizer, lr_lambda
+from shardkit.trainers.plan_loop import prepare_plan_run, replica_rows
 
 
 def check(trainer, plan) -> None:
@@ -71,28 +68,13 @@ def train_preference_with_plan(trainer, plan, pm, replica: int, resume_from_chec
         if trainer.ref_model is None:  # the policy before its first update is the reference
             trainer.ref_model = lm
         trainer.before_train()  # computes the values, then drops the reference
-    bs, n = args.per_device_train_batch_size, len(trainer.train_examples)
-    per_epoch = math.ceil(n / (bs * plan.dp))
-    total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * per_epoch))
-    params = [p for p in pm.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, args)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
-    trainer.optimizer, trainer.lr_scheduler = optimizer, scheduler
-    if resume_from_checkpoint is not None:
-        plan_checkpoint.load(trainer, pm, resume_from_checkpoint)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    log = MetricsLog(args, total, initial=trainer.state.global_step, enabled=rank == 0,
-                     history=trainer.state.log_history)
+    per_epoch, total, log = prepare_plan_run(trainer, plan, pm, resume_from_checkpoint)
+    optimizer, scheduler = trainer.optimizer, trainer.lr_scheduler
     lm.train()
     try:
         while trainer.state.global_step < total:
             started = time.perf_counter()
-            epoch, j = divmod(trainer.state.global_step, per_epoch)
-            order = trainer.epoch_order(epoch)
-            rows = order[j * bs * plan.dp:(j + 1) * bs * plan.dp][replica * bs:(replica + 1) * bs]
-            if not rows:
-                raise ValueError(f"data-parallel replica {replica} has no examples in step {trainer.state.global_step}:"
-                                 f" the dataset ({n} examples) leaves a last batch smaller than {plan.dp} replicas")
+            rows = replica_rows(trainer, plan, replica, per_epoch)
             host = trainer.collate([trainer.train_examples[i] for i in rows])
             loss = trainer.compute_loss(lm, trainer.to_device(host), None)
             trainer._metrics.end_micro_batch()
